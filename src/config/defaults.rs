@@ -1,0 +1,41 @@
+//! Every default of the configuration, in one place. `docs/config.md` lists the same values.
+
+use std::time::Duration;
+
+use crate::scheduler::SchedulerKind;
+
+/// `global.log_level`.
+pub const LOG_LEVEL: &str = "info";
+/// `global.shutdown_grace`: 30 s.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// `listener.backlog`: 4096, the kernel's default `net.core.somaxconn` since Linux 5.4
+/// (nginx's 511 is truncated nowhere but overflows early on busy hosts).
+pub const BACKLOG: u32 = 4096;
+/// Largest `listener.backlog` accepted.
+pub const BACKLOG_MAX: u32 = 65535;
+/// `listener.workers`: 0 = one per CPU core.
+pub const WORKERS: usize = 0;
+/// Largest `listener.workers` accepted.
+pub const WORKERS_MAX: usize = 256;
+/// `listener.tcp_nodelay`.
+pub const TCP_NODELAY: bool = true;
+/// `listener.idle_timeout`: 10 min, nginx's `proxy_timeout`.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// `listener.buffer_size`: 64 KiB per direction.
+pub const BUFFER_SIZE: usize = 64 * 1024;
+/// Smallest `listener.buffer_size` accepted.
+pub const BUFFER_SIZE_MIN: usize = 1024;
+/// Largest `listener.buffer_size` accepted.
+pub const BUFFER_SIZE_MAX: usize = 16 * 1024 * 1024;
+/// `upstream.scheduler`: `wlc`, the LVS default.
+pub const SCHEDULER: SchedulerKind = SchedulerKind::WeightedLeastConn;
+/// `upstream.connect_timeout`: 3 s.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// `upstream.retries`: 3, HAProxy's default.
+pub const RETRIES: u32 = 3;
+/// Largest `upstream.retries` accepted.
+pub const RETRIES_MAX: u32 = 100;
+/// `server.weight`.
+pub const WEIGHT: u32 = 1;
+/// Largest `server.weight` accepted (the ipvsadm range).
+pub const WEIGHT_MAX: u32 = 65535;

@@ -1,0 +1,207 @@
+//! Configuration: the TOML file an operator writes, and the validated model the runtime is built from.
+//!
+//! The pipeline has three stages, each a function tests can call without touching the disk:
+//!
+//! ```text
+//! text --toml::from_str--> ConfigToml (toml.rs: raw serde types, unknown keys rejected, spans kept)
+//!      --validate------->  Config     (validate.rs: ranges, addresses, durations, cross-references;
+//!                                      every problem collected as a Diagnostic with file:line:column)
+//!      --Runtime::start->  listeners and upstreams (runtime module)
+//! ```
+//!
+//! `ballast check -c FILE` runs the first two stages exactly as `ballast run` does.
+//!
+//! Defaults live in [`defaults`] and are documented beside each field here and in `docs/config.md`.
+//! The model types below carry no serde: they are what the rest of ballast reads.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::scheduler::SchedulerKind;
+
+pub mod defaults;
+mod toml;
+mod validate;
+
+pub use validate::Diagnostic;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the configuration came from (a file path, or a label such as `<demo>`), used in messages.
+    pub origin: String,
+    /// Process-wide settings (`[global]`).
+    pub global: Global,
+    /// Listeners (`[[listener]]`), in file order. Names are unique.
+    pub listeners: Vec<ListenerConfig>,
+    /// Upstream groups (`[[upstream]]`), in file order. Names are unique, and every listener's
+    /// `upstream` names one of them.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// Process-wide settings: the `[global]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Global {
+    /// `log_level`: a `tracing` filter such as `info` or `ballast=debug`. `RUST_LOG`, when set, wins.
+    /// Default: `info`.
+    pub log_level: String,
+    /// `log_format`: `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// `shutdown_grace`: on SIGTERM/SIGINT, how long established connections may go on before they
+    /// are closed. Default: 30 s.
+    pub shutdown_grace: Duration,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What a listener speaks. Only TCP exists so far; HTTP and UDP join later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Layer-4 TCP proxy: bytes are relayed both ways, unparsed.
+    Tcp,
+}
+
+impl Protocol {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// One `[[listener]]`: a virtual service (`ipvsadm -A -t ADDR`), the address clients connect to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    /// `name`: unique; used in logs and messages.
+    pub name: String,
+    /// `bind`: the address and port to listen on, e.g. `0.0.0.0:80` or `[::]:443`.
+    pub bind: SocketAddr,
+    /// `protocol`: default `tcp`.
+    pub protocol: Protocol,
+    /// `upstream`: the name of the upstream group that serves this listener.
+    pub upstream: String,
+    /// `backlog`: the `backlog` argument of listen(2) for each worker's socket. The kernel silently
+    /// caps it at `net.core.somaxconn`; ballast warns at start when it would. Default: 4096.
+    pub backlog: u32,
+    /// `workers`: number of accept workers, each with its own SO_REUSEPORT socket and accept queue.
+    /// `0` in the file means one per CPU core; here it is already resolved (≥ 1).
+    pub workers: usize,
+    /// `tcp_nodelay`: disable Nagle's algorithm on client and server sockets. Default: true.
+    pub tcp_nodelay: bool,
+    /// `tcp_keepalive`: idle time before TCP keepalive probes on client sockets; `None` = off (default).
+    pub tcp_keepalive: Option<Duration>,
+    /// `idle_timeout`: a proxied connection with no bytes in either direction for this long is
+    /// closed. Default: 10 min (nginx `proxy_timeout`).
+    pub idle_timeout: Duration,
+    /// `buffer_size`: bytes of relay buffer per direction per connection. Default: 64 KiB.
+    pub buffer_size: usize,
+}
+
+/// One `[[upstream]]`: a group of servers behind one scheduler (nginx `upstream`, LVS real servers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// `name`: unique; listeners refer to it.
+    pub name: String,
+    /// `scheduler`: LVS names: `rr wrr lc wlc sh dh mh random p2c`. Default: `wlc` (the LVS default).
+    pub scheduler: SchedulerKind,
+    /// `connect_timeout`: how long a connect to one server may take. Default: 3 s.
+    pub connect_timeout: Duration,
+    /// `retries`: after a failed connect, how many other servers to try (each server at most once
+    /// per client connection). Default: 3 (HAProxy `retries`).
+    pub retries: u32,
+    /// `tcp_keepalive`: idle time before TCP keepalive probes on server sockets; `None` = off.
+    pub tcp_keepalive: Option<Duration>,
+    /// `server`: the members, in file order. At least one.
+    pub servers: Vec<ServerConfig>,
+}
+
+/// One `[[upstream.server]]`: a real server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// `address`: `IP:port` of the server.
+    pub address: SocketAddr,
+    /// `weight`: 0..=65535 (the ipvsadm range). 0 = takes no new connections. Default: 1.
+    pub weight: u32,
+    /// `max_connections`: most concurrent connections to this server; 0 = unlimited (default).
+    pub max_connections: u32,
+    /// `backup`: used only when no primary server can take the connection. Default: false.
+    pub backup: bool,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The path that was tried.
+        path: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid configuration; every problem found is listed.
+    #[error("{}", DiagnosticList(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl ConfigError {
+    /// The individual problems, when the configuration was invalid.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            ConfigError::Invalid(d) => d,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+struct DiagnosticList<'a>(&'a [Diagnostic]);
+
+impl fmt::Display for DiagnosticList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Parses and validates configuration text. `origin` names it in messages (usually the path).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with every problem found, each naming `origin:line:column`.
+    pub fn from_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        validate::parse(text, origin).map_err(ConfigError::Invalid)
+    }
+
+    /// Reads, parses and validates a configuration file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] when the file cannot be read, otherwise as [`Config::from_str`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_str(&text, &path.display().to_string())
+    }
+
+    /// The upstream named `name`.
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}

@@ -1,0 +1,3 @@
+//! ballast placeholder
+pub mod config;
+pub mod scheduler;
