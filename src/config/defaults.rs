@@ -8,6 +8,17 @@ use crate::scheduler::SchedulerKind;
 pub const LOG_LEVEL: &str = "info";
 /// `global.shutdown_grace`: 30 s.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// `global.threads`: 0 = one per CPU core the process may run on.
+pub const THREADS: usize = 0;
+/// Largest `global.threads` accepted.
+pub const THREADS_MAX: usize = 1024;
+/// Longest duration accepted for any key (365 days), so that deadline arithmetic such as
+/// `Instant::now() + d` can never overflow.
+pub const DURATION_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Shortest `tcp_keepalive` accepted: TCP_KEEPIDLE counts whole seconds, from 1 (tcp(7)).
+pub const TCP_KEEPALIVE_MIN: Duration = Duration::from_secs(1);
+/// Longest `tcp_keepalive` accepted: the kernel's `MAX_TCP_KEEPIDLE`, 32767 s (tcp(7)).
+pub const TCP_KEEPALIVE_MAX: Duration = Duration::from_secs(32767);
 /// `listener.backlog`: 4096, the kernel's default `net.core.somaxconn` since Linux 5.4
 /// (nginx's 511 is truncated nowhere but overflows early on busy hosts).
 pub const BACKLOG: u32 = 4096;
@@ -21,8 +32,9 @@ pub const WORKERS_MAX: usize = 256;
 pub const TCP_NODELAY: bool = true;
 /// `listener.idle_timeout`: 10 min, nginx's `proxy_timeout`.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// `listener.buffer_size`: 64 KiB per direction.
-pub const BUFFER_SIZE: usize = 64 * 1024;
+/// `listener.buffer_size`: 256 KiB per direction at most. Buffers start at 16 KiB and grow only
+/// while a connection moves bulk data, so most connections never use more than 2 × 16 KiB.
+pub const BUFFER_SIZE: usize = 256 * 1024;
 /// Smallest `listener.buffer_size` accepted.
 pub const BUFFER_SIZE_MIN: usize = 1024;
 /// Largest `listener.buffer_size` accepted.
@@ -39,3 +51,5 @@ pub const RETRIES_MAX: u32 = 100;
 pub const WEIGHT: u32 = 1;
 /// Largest `server.weight` accepted (the ipvsadm range).
 pub const WEIGHT_MAX: u32 = 65535;
+/// `listener.splice`.
+pub const SPLICE: bool = true;

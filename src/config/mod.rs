@@ -25,6 +25,9 @@ pub mod defaults;
 mod toml;
 mod validate;
 
+#[cfg(test)]
+mod tests;
+
 pub use validate::Diagnostic;
 
 /// A validated configuration.
@@ -49,6 +52,9 @@ pub struct Global {
     pub log_level: String,
     /// `log_format`: `text` (default) or `json`.
     pub log_format: LogFormat,
+    /// `threads`: worker threads of the async runtime. `0` in the file means one per CPU core the
+    /// process may run on (its affinity mask); here it is already resolved (≥ 1).
+    pub threads: usize,
     /// `shutdown_grace`: on SIGTERM/SIGINT, how long established connections may go on before they
     /// are closed. Default: 30 s.
     pub shutdown_grace: Duration,
@@ -103,8 +109,12 @@ pub struct ListenerConfig {
     /// `idle_timeout`: a proxied connection with no bytes in either direction for this long is
     /// closed. Default: 10 min (nginx `proxy_timeout`).
     pub idle_timeout: Duration,
-    /// `buffer_size`: bytes of relay buffer per direction per connection. Default: 64 KiB.
+    /// `buffer_size`: most bytes of relay buffer per direction per connection. Buffers start at
+    /// 16 KiB and double up to this while a connection moves bulk data. Default: 256 KiB.
     pub buffer_size: usize,
+    /// `splice`: let a direction that carries bulk data move to splice(2) (zero-copy through a
+    /// pipe) once its reads fill a 64 KiB buffer. Default: true.
+    pub splice: bool,
 }
 
 /// One `[[upstream]]`: a group of servers behind one scheduler (nginx `upstream`, LVS real servers).

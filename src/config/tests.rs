@@ -1,0 +1,777 @@
+//! Tests of the configuration pipeline: text in, exact diagnostics or the exact model out.
+//!
+//! Error cases are a table (hyper's `t!` style): each names its input and every line ballast must
+//! print for it, position included. Helper macros expand to string literals so inputs can be built
+//! with `concat!` and their line numbers read off directly: `listener!()` and `upstream!()` are four
+//! lines each.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::validate::{parse, Source};
+use super::{
+    defaults, Config, Global, ListenerConfig, LogFormat, Protocol, ServerConfig, UpstreamConfig,
+};
+use crate::scheduler::SchedulerKind;
+
+/// A valid listener "web" → upstream "web" (lines 1-4 when first).
+macro_rules! listener {
+    () => {
+        "[[listener]]\nname = \"web\"\nbind = \"0.0.0.0:80\"\nupstream = \"web\"\n"
+    };
+}
+
+/// A valid upstream "web" with one server (four lines).
+macro_rules! upstream {
+    () => {
+        "[[upstream]]\nname = \"web\"\n[[upstream.server]]\naddress = \"10.0.0.1:80\"\n"
+    };
+}
+
+/// Every diagnostic for `input`, as printed.
+fn errors(input: &str) -> Vec<String> {
+    match parse(input, "ballast.toml") {
+        Ok(config) => panic!("expected errors, got {config:#?}"),
+        Err(diags) => diags.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn config(input: &str) -> Config {
+    match parse(input, "ballast.toml") {
+        Ok(config) => config,
+        Err(diags) => {
+            let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+            panic!("expected a valid config, got:\n{}", lines.join("\n"))
+        }
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+macro_rules! t {
+    ($name:ident, $input:expr, [$($expected:expr),+ $(,)?]) => {
+        #[test]
+        fn $name() {
+            let expected: Vec<String> = vec![$($expected.to_owned()),+];
+            assert_eq!(errors($input), expected, "input:\n{}", $input);
+        }
+    };
+}
+
+// === stage 1: syntax, types, unknown keys (first error only) ===
+
+t!(
+    syntax_error_is_reported_where_it_starts,
+    "[[listener]]\nname = \"web\nbind = \"0.0.0.0:80\"\n",
+    ["ballast.toml:2:12: invalid basic string, expected `\"`"]
+);
+
+t!(
+    duplicate_key_names_the_key,
+    concat!(listener!(), "name = \"api\"\n", upstream!()),
+    ["ballast.toml:5:1: name: duplicate key"]
+);
+
+t!(
+    unknown_key_lists_allowed_keys_and_guesses,
+    concat!(listener!(), "bakclog = 4096\n", upstream!()),
+    ["ballast.toml:5:1: listener[0].bakclog: unknown key; allowed: name, bind, protocol, upstream, \
+      backlog, workers, tcp_nodelay, tcp_keepalive, idle_timeout, buffer_size, splice; did you mean backlog?"]
+);
+
+t!(
+    unknown_key_without_a_close_match_has_no_guess,
+    concat!("[global]\ncolour = \"red\"\n", listener!(), upstream!()),
+    ["ballast.toml:2:1: global.colour: unknown key; allowed: log_level, log_format, threads, shutdown_grace"]
+);
+
+t!(
+    unknown_key_path_reaches_into_server_tables,
+    concat!(
+        listener!(),
+        upstream!(),
+        "[[upstream.server]]\naddress = \"10.0.0.2:80\"\nwieght = 2\n"
+    ),
+    [
+        "ballast.toml:11:1: upstream[0].server[1].wieght: unknown key; allowed: address, weight, \
+      max_connections, backup; did you mean weight?"
+    ]
+);
+
+t!(
+    unknown_key_path_reaches_into_inline_servers,
+    concat!(
+        listener!(),
+        "[[upstream]]\nname = \"web\"\nserver = [ { address = \"10.0.0.1:80\", weigth = 2 } ]\n"
+    ),
+    [
+        "ballast.toml:7:39: upstream[0].server[0].weigth: unknown key; allowed: address, weight, \
+      max_connections, backup; did you mean weight?"
+    ]
+);
+
+t!(
+    unknown_top_level_table,
+    concat!("[listeners]\n", upstream!()),
+    ["ballast.toml:1:2: listeners: unknown key; allowed: global, listener, upstream; did you mean listener?"]
+);
+
+t!(
+    wrong_type_string_for_integer,
+    concat!(listener!(), upstream!(), "weight = \"3\"\n"),
+    ["ballast.toml:9:10: upstream[0].server[0].weight: \"3\" is a string; expected an integer"]
+);
+
+t!(
+    wrong_type_float_for_integer,
+    concat!(listener!(), "backlog = 1e3\n", upstream!()),
+    ["ballast.toml:5:11: listener[0].backlog: 1e3 is a float; expected an integer"]
+);
+
+t!(
+    wrong_type_string_for_boolean,
+    concat!(listener!(), upstream!(), "backup = \"yes\"\n"),
+    ["ballast.toml:9:10: upstream[0].server[0].backup: \"yes\" is a string; expected a boolean (true or false)"]
+);
+
+t!(
+    wrong_type_for_duration,
+    concat!("[global]\nshutdown_grace = 1.5\n", listener!(), upstream!()),
+    ["ballast.toml:2:18: global.shutdown_grace: 1.5 is a float; expected a duration with a unit, such as \"3s\""]
+);
+
+t!(
+    wrong_type_date_for_string,
+    "[[listener]]\nname = 1979-05-27\n",
+    ["ballast.toml:2:8: listener[0].name: 1979-05-27 is a date-time; expected a string"]
+);
+
+t!(
+    single_brackets_for_listener,
+    concat!("[listener]\nname = \"web\"\n", upstream!()),
+    ["ballast.toml:1:1: listener: found a table; expected an array of tables; write [[listener]], with double brackets"]
+);
+
+t!(
+    single_brackets_for_server,
+    concat!(
+        listener!(),
+        "[[upstream]]\nname = \"web\"\n[upstream.server]\naddress = \"10.0.0.1:80\"\n"
+    ),
+    [
+        "ballast.toml:7:1: upstream[0].server: found a table; expected an array of tables; write \
+      [[upstream.server]], with double brackets, or server = [ { address = \"…\" } ]"
+    ]
+);
+
+t!(
+    server_table_before_its_upstream,
+    concat!(listener!(), "[[upstream.server]]\naddress = \"10.0.0.1:80\"\n"),
+    ["ballast.toml:5:3: upstream: found a table; expected an array of tables; write [[upstream]], with \
+      double brackets, before its [[upstream.server]] tables"]
+);
+
+t!(
+    integer_beyond_64_bits,
+    concat!(listener!(), "workers = 99999999999999999999\n", upstream!()),
+    ["ballast.toml:5:11: listener[0].workers: 99999999999999999999 does not fit in a 64-bit integer"]
+);
+
+// === stage 2: values ===
+
+t!(
+    weight_out_of_range,
+    concat!(listener!(), upstream!(), "weight = 70000\n"),
+    ["ballast.toml:9:10: upstream[0].server[0].weight: 70000 is out of range; allowed: 0..=65535"]
+);
+
+t!(
+    integer_ranges,
+    concat!(
+        "[global]\nthreads = 1025\n",
+        listener!(),
+        "backlog = 0\nworkers = 257\n",
+        upstream!(),
+        "max_connections = -1\n",
+        "[[upstream]]\nname = \"api\"\nretries = 101\nserver = [ { address = \"10.0.0.2:80\" } ]\n",
+    ),
+    [
+        "ballast.toml:2:11: global.threads: 1025 is out of range; allowed: 0..=1024",
+        "ballast.toml:7:11: listener[0].backlog: 0 is out of range; allowed: 1..=65535",
+        "ballast.toml:8:11: listener[0].workers: 257 is out of range; allowed: 0..=256",
+        "ballast.toml:13:19: upstream[0].server[0].max_connections: -1 is out of range; allowed: 0..=4294967295",
+        "ballast.toml:16:11: upstream[1].retries: 101 is out of range; allowed: 0..=100",
+    ]
+);
+
+t!(
+    listener_names_an_undefined_upstream,
+    concat!(
+        "[[listener]]\nname = \"web\"\nbind = \"0.0.0.0:80\"\nupstream = \"api\"\n",
+        upstream!(),
+        "[[upstream]]\nname = \"db\"\nserver = [ { address = \"10.0.0.2:5432\" } ]\n",
+    ),
+    ["ballast.toml:4:12: listener[0].upstream: no upstream named \"api\"; defined upstreams: \"web\", \"db\""]
+);
+
+t!(
+    listener_names_an_upstream_when_none_exist,
+    listener!(),
+    ["ballast.toml:4:12: listener[0].upstream: no upstream named \"web\"; no [[upstream]] is defined"]
+);
+
+t!(
+    duplicate_upstream_name,
+    concat!(listener!(), upstream!(), upstream!()),
+    ["ballast.toml:10:8: upstream[1].name: duplicate upstream name \"web\" (first defined at line 6)"]
+);
+
+t!(
+    duplicate_listener_name_and_bind_address,
+    concat!(listener!(), listener!(), upstream!()),
+    [
+        "ballast.toml:6:8: listener[1].name: duplicate listener name \"web\" (first defined at line 2)",
+        "ballast.toml:7:8: listener[1].bind: 0.0.0.0:80 is already the bind address of listener[0] \
+         (line 3); two listeners cannot share an address",
+    ]
+);
+
+t!(
+    duplicate_server_address,
+    concat!(listener!(), upstream!(), "[[upstream.server]]\naddress = \"10.0.0.1:80\"\n"),
+    ["ballast.toml:10:11: upstream[0].server[1].address: duplicate server address 10.0.0.1:80 in this \
+      upstream (first defined at line 8)"]
+);
+
+t!(
+    durations,
+    concat!(
+        "[global]\nshutdown_grace = 30\n",
+        listener!(),
+        "idle_timeout = \"ten minutes\"\ntcp_keepalive = \"40000s\"\n",
+        upstream!(),
+        "[[upstream]]\nname = \"api\"\nconnect_timeout = \"0s\"\nserver = [ { address = \"10.0.0.2:80\" } ]\n",
+    ),
+    [
+        "ballast.toml:2:18: global.shutdown_grace: 30 has no unit; write a string with a unit, such as \
+         \"30s\", \"250ms\" or \"10m\"",
+        "ballast.toml:7:16: listener[0].idle_timeout: cannot parse \"ten minutes\" as a duration; expected \
+         a number with a unit, such as \"250ms\", \"3s\", \"10m\"",
+        "ballast.toml:8:17: listener[0].tcp_keepalive: \"40000s\" is out of range; allowed: 1s..=32767s",
+        "ballast.toml:15:19: upstream[1].connect_timeout: \"0s\" is out of range; allowed: 1ms..=365d",
+    ]
+);
+
+t!(
+    addresses,
+    concat!(
+        "[[listener]]\nname = \"web\"\nbind = \"0.0.0.0\"\nupstream = \"web\"\n",
+        "[[upstream]]\nname = \"web\"\nserver = [\n",
+        "  { address = \"backend1:80\" },\n",
+        "  { address = \"2001:db8::1:80\" },\n",
+        "  { address = \"10.0.0.1:0\" },\n",
+        "  { address = \"0.0.0.0:80\" },\n",
+        "]\n",
+    ),
+    [
+        "ballast.toml:3:8: listener[0].bind: cannot parse \"0.0.0.0\" as an address; expected IP:port, \
+         such as \"0.0.0.0:80\" or \"[::]:443\"",
+        "ballast.toml:8:15: upstream[0].server[0].address: cannot parse \"backend1:80\" as an address (host \
+         names are not resolved; write an IP address); expected IP:port, such as \"0.0.0.0:80\" or \"[::]:443\"",
+        "ballast.toml:9:15: upstream[0].server[1].address: cannot parse \"2001:db8::1:80\" as an address \
+         (write IPv6 addresses in brackets, with the port after them); expected IP:port, such as \
+         \"0.0.0.0:80\" or \"[::]:443\"",
+        "ballast.toml:10:15: upstream[0].server[2].address: 10.0.0.1:0 has port 0, which cannot be \
+         connected to; expected the server's port, such as \"10.0.0.1:80\"",
+        "ballast.toml:11:15: upstream[0].server[3].address: 0.0.0.0 is the wildcard address, not a server; \
+         expected the server's IP (127.0.0.1 or [::1] for this host)",
+    ]
+);
+
+t!(
+    enumerations,
+    concat!(
+        "[global]\nlog_level = \"warning\"\nlog_format = \"yaml\"\n",
+        listener!(),
+        "protocol = \"udp\"\n",
+        upstream!(),
+        "[[upstream]]\nname = \"api\"\nscheduler = \"least\"\nserver = [ { address = \"10.0.0.2:80\" } ]\n",
+    ),
+    [
+        "ballast.toml:2:13: global.log_level: \"warning\" is not a log level; allowed: off, error, warn, \
+         info, debug, trace, or directives such as \"info,ballast=debug\"",
+        "ballast.toml:3:14: global.log_format: \"yaml\" is not a log format; allowed: text, json",
+        "ballast.toml:8:12: listener[0].protocol: \"udp\" is not a supported protocol; allowed: tcp (only \
+         TCP listeners exist so far; http and udp are planned)",
+        "ballast.toml:15:13: upstream[1].scheduler: \"least\" is not a scheduler; allowed: rr, wrr, lc, \
+         wlc, sh, dh, mh, random, p2c",
+    ]
+);
+
+t!(
+    log_filter_syntax,
+    concat!("[global]\nlog_level = \"ballast=loud\"\n", listener!(), upstream!()),
+    ["ballast.toml:2:13: global.log_level: cannot parse \"ballast=loud\" as a log filter: error parsing \
+      level filter: expected one of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\", or a number 0-5"]
+);
+
+t!(
+    missing_required_keys_point_at_their_table,
+    concat!(
+        "[[listener]]\nbacklog = 128\n",
+        "[[upstream]]\nserver = [ { weight = 2 } ]\n",
+    ),
+    [
+        "ballast.toml:1:1: listener[0].name: missing required key; for example: name = \"web\"",
+        "ballast.toml:1:1: listener[0].bind: missing required key; for example: bind = \"0.0.0.0:80\"",
+        "ballast.toml:1:1: listener[0].upstream: missing required key; for example: upstream = \"web\"",
+        "ballast.toml:3:1: upstream[0].name: missing required key; for example: name = \"web\"",
+        "ballast.toml:4:12: upstream[0].server[0].address: missing required key; for example: address = \
+         \"10.0.0.1:80\"",
+    ]
+);
+
+t!(
+    upstream_without_servers,
+    concat!(listener!(), "[[upstream]]\nname = \"web\"\n\n[[upstream]]\nname = \"api\"\nserver = []\n"),
+    [
+        "ballast.toml:5:1: upstream[0].server: no servers; add at least one [[upstream.server]] with an address",
+        "ballast.toml:8:1: upstream[1].server: no servers; add at least one [[upstream.server]] with an address",
+    ]
+);
+
+t!(
+    nothing_to_serve,
+    upstream!(),
+    ["ballast.toml:1:1: listener: nothing to serve: define at least one [[listener]]"]
+);
+
+t!(
+    empty_file,
+    "",
+    ["ballast.toml:1:1: listener: nothing to serve: define at least one [[listener]]"]
+);
+
+t!(
+    buffer_sizes,
+    concat!(
+        listener!(),
+        "buffer_size = \"64KB\"\n",
+        "[[listener]]\nname = \"b\"\nbind = \"0.0.0.0:81\"\nupstream = \"web\"\nbuffer_size = \"32MiB\"\n",
+        "[[listener]]\nname = \"c\"\nbind = \"0.0.0.0:82\"\nupstream = \"web\"\nbuffer_size = 512\n",
+        upstream!(),
+    ),
+    [
+        "ballast.toml:5:15: listener[0].buffer_size: cannot parse \"64KB\" as a size; expected a number of \
+         bytes with an optional binary unit (B, KiB, MiB, GiB), such as \"64KiB\", \"1MiB\" or 65536",
+        "ballast.toml:10:15: listener[1].buffer_size: \"32MiB\" is out of range; allowed: 1KiB..=16MiB \
+         (1024..=16777216 bytes)",
+        "ballast.toml:15:15: listener[2].buffer_size: 512 is out of range; allowed: 1KiB..=16MiB \
+         (1024..=16777216 bytes)",
+    ]
+);
+
+t!(
+    names_must_be_plain,
+    concat!("[[listener]]\nname = \"my web\"\nbind = \"0.0.0.0:80\"\nupstream = \"web\"\n", upstream!()),
+    ["ballast.toml:2:8: listener[0].name: \"my web\" is not a valid name; use 1 to 64 letters, digits, \
+      '-', '_' or '.'"]
+);
+
+t!(
+    columns_count_characters_not_bytes,
+    concat!(listener!(), "[[upstream]]\nname = \"web\"\nserver = [ { address = \"ünï:80\", weight = 70000 } ]\n"),
+    [
+        "ballast.toml:7:24: upstream[0].server[0].address: cannot parse \"ünï:80\" as an address (host \
+         names are not resolved; write an IP address); expected IP:port, such as \"0.0.0.0:80\" or \"[::]:443\"",
+        "ballast.toml:7:43: upstream[0].server[0].weight: 70000 is out of range; allowed: 0..=65535",
+    ]
+);
+
+// Problems come out in file order, whichever check found them: the undefined upstream (found by
+// the cross-check, last) sits between two range errors (found first).
+t!(
+    several_errors_in_position_order,
+    concat!(
+        "[[upstream]]\nname = \"web\"\n[[upstream.server]]\naddress = \"10.0.0.1:80\"\nweight = -2\n\n",
+        "[[listener]]\nname = \"web\"\nbind = \"0.0.0.0:80\"\nupstream = \"wbe\"\nbacklog = 70000\n\n",
+        "[[upstream]]\nname = \"web\"\nconnect_timeout = \"3\"\nserver = [ { address = \"10.0.0.2:80\" } ]\n",
+    ),
+    [
+        "ballast.toml:5:10: upstream[0].server[0].weight: -2 is out of range; allowed: 0..=65535",
+        "ballast.toml:10:12: listener[0].upstream: no upstream named \"wbe\"; defined upstreams: \"web\"",
+        "ballast.toml:11:11: listener[0].backlog: 70000 is out of range; allowed: 1..=65535",
+        "ballast.toml:14:8: upstream[1].name: duplicate upstream name \"web\" (first defined at line 2)",
+        "ballast.toml:15:19: upstream[1].connect_timeout: cannot parse \"3\" as a duration; expected a \
+         number with a unit, such as \"250ms\", \"3s\", \"10m\"",
+    ]
+);
+
+// === valid files ===
+
+/// A file that sets every key, with both ways of writing servers; dense, so the corruption test
+/// below spends its parses on values rather than comments.
+const COMPLETE: &str = r#"
+[global]
+log_level = "info,ballast=debug"
+log_format = "json"
+threads = 8
+shutdown_grace = "1m 30s"
+
+[[listener]]
+name = "web"
+bind = "[::]:443"
+protocol = "tcp"
+upstream = "web"
+backlog = 1024
+workers = 4
+tcp_nodelay = false
+tcp_keepalive = "45s"
+idle_timeout = "250ms"
+buffer_size = "16KiB"
+splice = false
+
+[[upstream]]
+name = "web"
+scheduler = "mh"
+connect_timeout = "1500ms"
+retries = 0
+tcp_keepalive = "2m"
+
+[[upstream.server]]
+address = "10.0.0.1:8080"
+weight = 0
+max_connections = 4294967295
+backup = true
+
+[[upstream.server]]
+address = "[2001:db8::2]:8080"
+weight = 65535
+
+[[listener]]
+name = "db"
+bind = "10.0.0.10:5432"
+upstream = "db"
+
+[[upstream]]
+name = "db"
+server = [ { address = "10.0.1.1:5432", weight = 2 }, { address = "10.0.1.2:5432", backup = true } ]
+"#;
+
+#[test]
+fn complete_file_builds_the_expected_model() {
+    let c = config(COMPLETE);
+    let expected = Config {
+        origin: "ballast.toml".to_owned(),
+        global: Global {
+            log_level: "info,ballast=debug".to_owned(),
+            log_format: LogFormat::Json,
+            threads: 8,
+            shutdown_grace: Duration::from_secs(90),
+        },
+        listeners: vec![ListenerConfig {
+            name: "web".to_owned(),
+            bind: addr("[::]:443"),
+            protocol: Protocol::Tcp,
+            upstream: "web".to_owned(),
+            backlog: 1024,
+            workers: 4,
+            tcp_nodelay: false,
+            tcp_keepalive: Some(Duration::from_secs(45)),
+            idle_timeout: Duration::from_millis(250),
+            buffer_size: 16 * 1024,
+            splice: false,
+        }],
+        upstreams: vec![UpstreamConfig {
+            name: "web".to_owned(),
+            scheduler: SchedulerKind::Maglev,
+            connect_timeout: Duration::from_millis(1500),
+            retries: 0,
+            tcp_keepalive: Some(Duration::from_secs(120)),
+            servers: vec![
+                ServerConfig {
+                    address: addr("10.0.0.1:8080"),
+                    weight: 0,
+                    max_connections: u32::MAX,
+                    backup: true,
+                },
+                ServerConfig {
+                    address: addr("[2001:db8::2]:8080"),
+                    weight: 65535,
+                    max_connections: 0,
+                    backup: false,
+                },
+            ],
+        }],
+    };
+    assert_eq!(c.global, expected.global);
+    assert_eq!(c.listeners[0], expected.listeners[0]);
+    assert_eq!(c.upstreams[0], expected.upstreams[0]);
+    assert_eq!(c.origin, expected.origin);
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.upstreams[1].servers.len(), 2);
+    assert_eq!(c.upstreams[1].servers[0].weight, 2);
+    assert!(c.upstreams[1].servers[1].backup);
+}
+
+#[test]
+fn minimal_file_gets_every_default() {
+    let c = config(concat!(listener!(), upstream!()));
+    assert_eq!(c.origin, "ballast.toml");
+    assert_eq!(c.global.log_level, defaults::LOG_LEVEL);
+    assert_eq!(c.global.log_format, LogFormat::Text);
+    assert_eq!(c.global.shutdown_grace, defaults::SHUTDOWN_GRACE);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(
+        defaults::THREADS,
+        0,
+        "the default is one runtime thread per core"
+    );
+    assert_eq!(c.global.threads, cores.min(defaults::THREADS_MAX));
+
+    let l = &c.listeners[0];
+    assert_eq!(l.name, "web");
+    assert_eq!(l.bind, addr("0.0.0.0:80"));
+    assert_eq!(l.protocol, Protocol::Tcp);
+    assert_eq!(l.upstream, "web");
+    assert_eq!(l.backlog, defaults::BACKLOG);
+    assert_eq!(defaults::WORKERS, 0, "the default is one worker per core");
+    assert!(
+        (1..=defaults::WORKERS_MAX).contains(&l.workers),
+        "workers = 0 resolves to the core count"
+    );
+    assert_eq!(l.workers, cores.min(defaults::WORKERS_MAX));
+    assert_eq!(l.tcp_nodelay, defaults::TCP_NODELAY);
+    assert_eq!(l.tcp_keepalive, None);
+    assert_eq!(l.idle_timeout, defaults::IDLE_TIMEOUT);
+    assert_eq!(l.buffer_size, defaults::BUFFER_SIZE);
+    assert_eq!(l.splice, defaults::SPLICE);
+
+    let u = &c.upstreams[0];
+    assert_eq!(u.name, "web");
+    assert_eq!(u.scheduler, defaults::SCHEDULER);
+    assert_eq!(u.connect_timeout, defaults::CONNECT_TIMEOUT);
+    assert_eq!(u.retries, defaults::RETRIES);
+    assert_eq!(u.tcp_keepalive, None);
+
+    let s = &u.servers[0];
+    assert_eq!(s.address, addr("10.0.0.1:80"));
+    assert_eq!(s.weight, defaults::WEIGHT);
+    assert_eq!(s.max_connections, 0);
+    assert!(!s.backup);
+}
+
+#[test]
+fn inline_servers_equal_server_tables() {
+    let tables = concat!(
+        listener!(),
+        "[[upstream]]\nname = \"web\"\nscheduler = \"wrr\"\n",
+        "[[upstream.server]]\naddress = \"10.0.0.1:80\"\nweight = 3\n",
+        "[[upstream.server]]\naddress = \"[fd00::2]:80\"\nmax_connections = 10\nbackup = true\n",
+    );
+    let inline = concat!(
+        listener!(),
+        "[[upstream]]\nname = \"web\"\nscheduler = \"wrr\"\nserver = [\n",
+        "  { address = \"10.0.0.1:80\", weight = 3 },\n",
+        "  { address = \"[fd00::2]:80\", max_connections = 10, backup = true },\n",
+        "]\n",
+    );
+    assert_eq!(config(tables), config(inline));
+}
+
+#[test]
+fn ipv6_addresses() {
+    let c = config(concat!(
+        "[[listener]]\nname = \"v6\"\nbind = \"[::]:8443\"\nupstream = \"v6\"\n",
+        "[[listener]]\nname = \"v6-local\"\nbind = \"[::1]:8443\"\nupstream = \"v6\"\n",
+        "[[upstream]]\nname = \"v6\"\nserver = [ { address = \"[2001:db8::10]:443\" }, { address = \"[::1]:9443\" } ]\n",
+    ));
+    assert_eq!(c.listeners[0].bind, addr("[::]:8443"));
+    assert_eq!(c.listeners[1].bind, addr("[::1]:8443"));
+    assert_eq!(
+        c.upstreams[0].servers[0].address,
+        addr("[2001:db8::10]:443")
+    );
+    assert_eq!(c.upstreams[0].servers[1].address, addr("[::1]:9443"));
+}
+
+#[test]
+fn buffer_size_spellings() {
+    let cases: &[(&str, usize)] = &[
+        ("\"16KiB\"", 16 * 1024),
+        ("\"16 KiB\"", 16 * 1024),
+        ("\"16kib\"", 16 * 1024),
+        ("\"1MiB\"", 1024 * 1024),
+        ("\"16MiB\"", 16 * 1024 * 1024),
+        ("\"65536\"", 65536),
+        ("\"2048B\"", 2048),
+        ("65536", 65536),
+        ("1024", 1024),
+    ];
+    for (spelling, bytes) in cases {
+        let text = format!("{}buffer_size = {spelling}\n{}", listener!(), upstream!());
+        assert_eq!(
+            config(&text).listeners[0].buffer_size,
+            *bytes,
+            "buffer_size = {spelling}"
+        );
+    }
+}
+
+#[test]
+fn duration_spellings() {
+    let cases: &[(&str, Duration)] = &[
+        ("250ms", Duration::from_millis(250)),
+        ("3s", Duration::from_secs(3)),
+        ("10m", Duration::from_secs(600)),
+        ("1h 30m", Duration::from_secs(5400)),
+        ("2days", Duration::from_secs(2 * 86400)),
+    ];
+    for (spelling, duration) in cases {
+        let text = format!(
+            "{}idle_timeout = \"{spelling}\"\n{}",
+            listener!(),
+            upstream!()
+        );
+        assert_eq!(
+            config(&text).listeners[0].idle_timeout,
+            *duration,
+            "idle_timeout = {spelling:?}"
+        );
+    }
+}
+
+#[test]
+fn explicit_workers_are_kept_and_port_zero_binds_may_repeat() {
+    let c = config(concat!(
+        "[[listener]]\nname = \"a\"\nbind = \"127.0.0.1:0\"\nupstream = \"web\"\nworkers = 256\n",
+        "[[listener]]\nname = \"b\"\nbind = \"127.0.0.1:0\"\nupstream = \"web\"\nworkers = 1\n",
+        upstream!(),
+    ));
+    assert_eq!(c.listeners[0].workers, 256);
+    assert_eq!(c.listeners[1].workers, 1);
+}
+
+#[test]
+fn example_file_validates() {
+    let c = config(include_str!("../../examples/ballast.toml"));
+    let names: Vec<&str> = c.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["web", "pg-replicas"]);
+    let web = c.upstream("web").expect("upstream web");
+    assert_eq!(web.scheduler, SchedulerKind::WeightedLeastConn);
+    assert_eq!(web.servers.iter().filter(|s| s.backup).count(), 1);
+    let pg = c.upstream("pg-replicas").expect("upstream pg-replicas");
+    assert_eq!(pg.scheduler, SchedulerKind::LeastConn);
+    assert_eq!(pg.servers.len(), 2);
+}
+
+#[test]
+fn docs_show_the_example_file_verbatim() {
+    let docs = include_str!("../../docs/config.md");
+    let example = include_str!("../../examples/ballast.toml");
+    assert!(
+        docs.contains(&format!("```toml\n{example}```")),
+        "docs/config.md's worked example differs from examples/ballast.toml"
+    );
+}
+
+#[test]
+fn docs_error_example_is_what_ballast_prints() {
+    let docs = include_str!("../../docs/config.md");
+    let after = |marker: &str, from: usize| {
+        let start = docs[from..].find(marker).expect(marker) + from + marker.len();
+        let end = docs[start..].find("```").expect("closing fence") + start;
+        (&docs[start..end], end)
+    };
+    let (input, end) = after("For example, this file:\n\n```toml\n", 0);
+    let (output, _) = after("```text\n", end);
+    let printed = Config::from_str(input, "ballast.toml")
+        .expect_err("the docs' bad file")
+        .to_string();
+    assert_eq!(printed, output.trim_end());
+}
+
+#[test]
+fn config_error_lists_every_diagnostic_on_its_own_line() {
+    let err = Config::from_str(
+        concat!(listener!(), "backlog = 0\nworkers = 999\n"),
+        "x.toml",
+    )
+    .expect_err("invalid");
+    assert_eq!(err.diagnostics().len(), 3);
+    assert_eq!(
+        err.to_string(),
+        "x.toml:4:12: listener[0].upstream: no upstream named \"web\"; no [[upstream]] is defined\n\
+         x.toml:5:11: listener[0].backlog: 0 is out of range; allowed: 1..=65535\n\
+         x.toml:6:11: listener[0].workers: 999 is out of range; allowed: 0..=256"
+    );
+}
+
+#[test]
+fn positions_are_one_based_characters() {
+    let src = Source {
+        text: "ab\nçé=1\n\u{feff}",
+        origin: "t",
+    };
+    assert_eq!(src.position(0), (1, 1));
+    assert_eq!(src.position(2), (1, 3));
+    assert_eq!(src.position(3), (2, 1));
+    assert_eq!(src.position(7), (2, 3), "after two 2-byte characters");
+    assert_eq!(
+        src.position(4),
+        (2, 1),
+        "inside a character: clamped to its start"
+    );
+    assert_eq!(src.position(1000), (3, 1), "past the end: clamped");
+    let bom = Source {
+        text: "\u{feff}a = 1",
+        origin: "t",
+    };
+    assert_eq!(bom.position(3), (1, 1), "a byte-order mark is not a column");
+}
+
+// === robustness ===
+
+/// Every diagnostic must be well formed, whatever the input.
+fn assert_sane(text: &str) {
+    if let Err(diags) = parse(text, "fuzz.toml") {
+        assert!(
+            !diags.is_empty(),
+            "an error without a diagnostic for {text:?}"
+        );
+        let lines = text.split('\n').count();
+        for d in &diags {
+            assert!(
+                d.line >= 1 && d.line <= lines && d.column >= 1,
+                "{d} for {text:?}"
+            );
+            assert!(!d.message.is_empty(), "empty message for {text:?}");
+        }
+    }
+}
+
+#[test]
+fn truncated_files_never_panic() {
+    let text = include_str!("../../examples/ballast.toml");
+    for end in (0..=text.len()).filter(|i| text.is_char_boundary(*i)) {
+        assert_sane(&text[..end]);
+    }
+}
+
+#[test]
+fn corrupted_files_never_panic() {
+    // Every character of a dense file replaced by each of a few troublemakers: about ten thousand
+    // parses, a second or two in a debug build.
+    let replacements = ['"', '[', ']', '=', '\n', '{', ',', '0', '-', 'é', '\0'];
+    for (at, old) in COMPLETE.char_indices() {
+        for &c in &replacements {
+            let mut corrupted = String::with_capacity(COMPLETE.len() + 4);
+            corrupted.push_str(&COMPLETE[..at]);
+            corrupted.push(c);
+            corrupted.push_str(&COMPLETE[at + old.len_utf8()..]);
+            assert_sane(&corrupted);
+        }
+    }
+}

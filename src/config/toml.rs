@@ -1,0 +1,435 @@
+//! The raw configuration file: serde types that mirror the TOML text, before any checking.
+//!
+//! This module owns stage 1 of the pipeline described in [`crate::config`]: it turns text into a
+//! [`ConfigToml`] and nothing more. Every table rejects unknown keys (`deny_unknown_fields`), and
+//! every value the validator may complain about is wrapped in [`Spanned`] so a message can point at
+//! its line and column. Values are kept loose on purpose (integers as `i64`, enumerations as
+//! strings, durations and sizes as "string or integer"): a value of the right TOML type but out of
+//! range is reported by `validate.rs`, which collects every such problem in one pass, rather than by
+//! serde, which stops at the first.
+//!
+//! Required keys are `Option`s here for the same reason: a missing `name` is a validation problem
+//! reported alongside the others, not a parse failure.
+//!
+//! What serde does reject (syntax errors, a value of the wrong TOML type, an unknown key) stops the
+//! parse at the first problem. [`from_str`] turns that error into a [`Diagnostic`]: the toml crate
+//! gives a message and a byte span; the key path is recovered by parsing the text again into the
+//! crate's spanned document tree (`toml::de::DeTable`) and walking down to the node under the span,
+//! so an unknown key deep in `[[upstream.server]]` is reported as `upstream[1].server[0].wieght`, not
+//! just `wieght`. serde's wording is then rephrased in the project's style ("unknown key; allowed:
+//! …", "\"3\" is a string; expected an integer"). Syntax errors keep the toml crate's first line and
+//! carry no key path.
+//!
+//! No `flatten`: it would lose both the spans and `deny_unknown_fields`.
+
+use std::fmt;
+use std::ops::Range;
+
+use ::toml::de::{DeTable, DeValue};
+use ::toml::Spanned;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::validate::{Diagnostic, Source};
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigToml {
+    /// `[global]`, optional.
+    #[serde(default)]
+    pub(crate) global: Option<GlobalToml>,
+    /// `[[listener]]` tables, in file order.
+    #[serde(default)]
+    pub(crate) listener: Vec<Spanned<ListenerToml>>,
+    /// `[[upstream]]` tables, in file order.
+    #[serde(default)]
+    pub(crate) upstream: Vec<Spanned<UpstreamToml>>,
+}
+
+/// `[global]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GlobalToml {
+    /// `log_level`: a `tracing` filter.
+    pub(crate) log_level: Option<Spanned<String>>,
+    /// `log_format`: `text` or `json`.
+    pub(crate) log_format: Option<Spanned<String>>,
+    /// `threads`: async runtime worker threads; 0 = one per core.
+    pub(crate) threads: Option<Spanned<i64>>,
+    /// `shutdown_grace`: a duration.
+    pub(crate) shutdown_grace: Option<Spanned<DurationToml>>,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenerToml {
+    /// `name`, required.
+    pub(crate) name: Option<Spanned<String>>,
+    /// `bind`, required: `IP:port`.
+    pub(crate) bind: Option<Spanned<String>>,
+    /// `protocol`: only `tcp` so far.
+    pub(crate) protocol: Option<Spanned<String>>,
+    /// `upstream`, required: the name of an `[[upstream]]`.
+    pub(crate) upstream: Option<Spanned<String>>,
+    /// `backlog`: listen(2) backlog.
+    pub(crate) backlog: Option<Spanned<i64>>,
+    /// `workers`: 0 = one per core.
+    pub(crate) workers: Option<Spanned<i64>>,
+    /// `tcp_nodelay`.
+    pub(crate) tcp_nodelay: Option<bool>,
+    /// `tcp_keepalive`: a duration; absent = off.
+    pub(crate) tcp_keepalive: Option<Spanned<DurationToml>>,
+    /// `idle_timeout`: a duration.
+    pub(crate) idle_timeout: Option<Spanned<DurationToml>>,
+    /// `buffer_size`: a size (`"256KiB"`) or a number of bytes.
+    pub(crate) buffer_size: Option<Spanned<SizeToml>>,
+    /// `splice`: allow splice(2) for bulk directions.
+    pub(crate) splice: Option<bool>,
+}
+
+/// One `[[upstream]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamToml {
+    /// `name`, required.
+    pub(crate) name: Option<Spanned<String>>,
+    /// `scheduler`: an LVS short name.
+    pub(crate) scheduler: Option<Spanned<String>>,
+    /// `connect_timeout`: a duration.
+    pub(crate) connect_timeout: Option<Spanned<DurationToml>>,
+    /// `retries`.
+    pub(crate) retries: Option<Spanned<i64>>,
+    /// `tcp_keepalive`: a duration; absent = off.
+    pub(crate) tcp_keepalive: Option<Spanned<DurationToml>>,
+    /// `[[upstream.server]]` tables or an inline `server = [ { … }, … ]` array: both read the same.
+    #[serde(default)]
+    pub(crate) server: Vec<Spanned<ServerToml>>,
+}
+
+/// One `[[upstream.server]]` (or one inline table of `server = [ … ]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerToml {
+    /// `address`, required: `IP:port`.
+    pub(crate) address: Option<Spanned<String>>,
+    /// `weight`.
+    pub(crate) weight: Option<Spanned<i64>>,
+    /// `max_connections`: 0 = unlimited.
+    pub(crate) max_connections: Option<Spanned<i64>>,
+    /// `backup`.
+    pub(crate) backup: Option<bool>,
+}
+
+/// A TOML value that is either a string or an integer, kept as written so the validator can say
+/// exactly what was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StrOrInt {
+    /// A string such as `"3s"` or `"64KiB"`.
+    Str(String),
+    /// A bare integer such as `30`.
+    Int(i64),
+}
+
+/// A duration as written: the validator accepts only strings with a unit, but a bare integer
+/// deserializes too so that the message can say "needs a unit" instead of serde's "invalid type".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DurationToml(pub(crate) StrOrInt);
+
+/// A byte size as written: a string with a binary unit (`"64KiB"`) or an integer number of bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SizeToml(pub(crate) StrOrInt);
+
+impl<'de> Deserialize<'de> for DurationToml {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrOrIntVisitor {
+            expecting: "a duration with a unit, such as \"3s\"",
+        })
+        .map(DurationToml)
+    }
+}
+
+impl<'de> Deserialize<'de> for SizeToml {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrOrIntVisitor {
+            expecting: "a size, such as \"64KiB\" or 65536",
+        })
+        .map(SizeToml)
+    }
+}
+
+/// Accepts a string or an integer; `expecting` words serde's message for anything else.
+struct StrOrIntVisitor {
+    expecting: &'static str,
+}
+
+impl Visitor<'_> for StrOrIntVisitor {
+    type Value = StrOrInt;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<StrOrInt, E> {
+        Ok(StrOrInt::Str(v.to_owned()))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<StrOrInt, E> {
+        Ok(StrOrInt::Int(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<StrOrInt, E> {
+        // TOML integers are i64; saturate rather than fail if a deserializer ever hands a u64.
+        Ok(StrOrInt::Int(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+}
+
+// === stage 1 ===
+
+/// Stage 1: text to raw types.
+///
+/// # Errors
+/// One [`Diagnostic`] for the first syntax error, wrong-typed value or unknown key; serde cannot go
+/// on past it.
+pub(crate) fn from_str(src: &Source<'_>) -> Result<ConfigToml, Diagnostic> {
+    ::toml::from_str(src.text).map_err(|err| diagnose(src, &err))
+}
+
+/// Turns the toml crate's error into a diagnostic with a key path and a rephrased message.
+fn diagnose(src: &Source<'_>, err: &::toml::de::Error) -> Diagnostic {
+    let Ok(doc) = DeTable::parse(src.text) else {
+        return syntax_error(src, err);
+    };
+    let message = first_line(err.message());
+    let span = err.span().unwrap_or(0..0);
+    let snippet = src.text.get(span.clone()).unwrap_or_default();
+
+    let mut path = Vec::new();
+    let hit = locate_in_table(doc.get_ref(), span.start, &mut path);
+    let last_key = path.iter().rev().find_map(|seg| match seg {
+        Seg::Key(k) => Some(*k),
+        Seg::Index(_) => None,
+    });
+
+    let message = if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (key, expected) = rest.split_once("`, expected ").unwrap_or((rest, ""));
+        if path.is_empty() {
+            // Not located in the tree (should not happen): at least name the key itself.
+            path.push(Seg::Key(key.trim_end_matches('`')));
+        }
+        unknown_key(key, expected)
+    } else if let Some(rest) = message.strip_prefix("invalid type: ") {
+        let expected = rest.rsplit_once(", expected ").map_or("", |(_, e)| e);
+        let value = hit.map(Spanned::get_ref);
+        wrong_type(value, snippet, expected, last_key)
+    } else {
+        message.to_owned()
+    };
+    src.diagnostic(span.start, &format_path(&path), message)
+}
+
+/// A syntax error: the document has no tree to walk, so there is no key path.
+///
+/// The parser recovers and may find several errors; `toml::from_str` reports the first one it
+/// *found*, which for an unterminated string is a complaint about the next line. The one that comes
+/// first in the text is where a reader should start, so that one is reported.
+fn syntax_error(src: &Source<'_>, err: &::toml::de::Error) -> Diagnostic {
+    let (_, errors) = DeTable::parse_recoverable(src.text);
+    let first = errors
+        .iter()
+        .filter(|e| e.span().is_some())
+        .min_by_key(|e| e.span().map_or(0, |s| s.start))
+        .unwrap_or(err);
+    let span = first.span().unwrap_or(0..0);
+    let message = first_line(first.message());
+    // "duplicate key" spans the repeated key, which is worth naming.
+    let key = if message == "duplicate key" {
+        src.text.get(span.clone()).unwrap_or_default()
+    } else {
+        ""
+    };
+    src.diagnostic(span.start, key, message)
+}
+
+/// The first line of a message, trimmed.
+fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or_default().trim()
+}
+
+/// "unknown key; allowed: a, b, c", and a guess when one allowed key is a typo away.
+/// `expected` is serde's tail: "one of `a`, `b`", "`a`" or "there are no fields".
+fn unknown_key(key: &str, expected: &str) -> String {
+    let allowed: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let mut message = format!("unknown key; allowed: {}", allowed.join(", "));
+    let guess = allowed
+        .iter()
+        .map(|a| (edit_distance(key, a), *a))
+        .filter(|(d, _)| *d <= 2 && *d < key.chars().count())
+        .min_by_key(|(d, _)| *d);
+    if let Some((_, guess)) = guess {
+        message.push_str(&format!("; did you mean {guess}?"));
+    }
+    message
+}
+
+/// Rephrases serde's "invalid type: X, expected Y" as `VALUE is a KIND; expected Y`, with Y
+/// in words an operator uses and a hint for the classic `[listener]`-for-`[[listener]]` mistake.
+fn wrong_type(
+    value: Option<&DeValue<'_>>,
+    snippet: &str,
+    expected: &str,
+    key: Option<&str>,
+) -> String {
+    let expected = match expected {
+        "i64" => "an integer",
+        "a boolean" => "a boolean (true or false)",
+        "a sequence" => "an array",
+        e if e.starts_with("struct ") => "a table",
+        e => e,
+    };
+    let (expected, hint) = match (expected, key) {
+        ("an array", Some("listener")) => (
+            "an array of tables",
+            "; write [[listener]], with double brackets",
+        ),
+        ("an array", Some("upstream")) => (
+            "an array of tables",
+            "; write [[upstream]], with double brackets, before its [[upstream.server]] tables",
+        ),
+        ("an array", Some("server")) => (
+            "an array of tables",
+            "; write [[upstream.server]], with double brackets, or server = [ { address = \"…\" } ]",
+        ),
+        (e, _) => (e, ""),
+    };
+    let snippet = snippet.trim();
+    let found = match value {
+        Some(DeValue::String(_)) => ("a string", true),
+        Some(DeValue::Integer(_)) => ("an integer", true),
+        Some(DeValue::Float(_)) => ("a float", true),
+        Some(DeValue::Boolean(_)) => ("a boolean", true),
+        Some(DeValue::Datetime(_)) => ("a date-time", true),
+        Some(DeValue::Array(_)) => ("an array", false),
+        Some(DeValue::Table(_)) => ("a table", false),
+        None => ("a value", false),
+    };
+    match found {
+        ("an integer", _) if expected == "an integer" => {
+            format!("{snippet} does not fit in a 64-bit integer")
+        }
+        (kind, true) if snippet.chars().count() <= 40 && !snippet.contains('\n') => {
+            format!("{snippet} is {kind}; expected {expected}{hint}")
+        }
+        (kind, _) => format!("found {kind}; expected {expected}{hint}"),
+    }
+}
+
+// === key paths ===
+
+/// One step of a key path: a table key or an array index.
+#[derive(Debug, Clone, Copy)]
+enum Seg<'d> {
+    Key(&'d str),
+    Index(usize),
+}
+
+/// `listener[0].bind`: keys joined by dots, array indexes in brackets, keys that are not bare TOML
+/// keys quoted.
+fn format_path(path: &[Seg<'_>]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let bare = !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if bare {
+                    out.push_str(k);
+                } else {
+                    out.push_str(&format!("{k:?}"));
+                }
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// The value found under an offset; when the offset is on a key, that key's value. Table spans
+/// from `[[header]]` sections cover only the header, so children are searched before a container's
+/// own span.
+type Hit<'d, 'i> = Option<&'d Spanned<DeValue<'i>>>;
+
+/// Walks `table` for the key or value under `offset`, leaving its key path in `path`.
+fn locate_in_table<'d, 'i>(
+    table: &'d DeTable<'i>,
+    offset: usize,
+    path: &mut Vec<Seg<'d>>,
+) -> Hit<'d, 'i> {
+    for (key, value) in table.iter() {
+        path.push(Seg::Key(key.get_ref().as_ref()));
+        if contains(&key.span(), offset) {
+            return Some(value);
+        }
+        if let Some(hit) = locate_in_value(value, offset, path) {
+            return Some(hit);
+        }
+        path.pop();
+    }
+    None
+}
+
+/// As [`locate_in_table`], for any value.
+fn locate_in_value<'d, 'i>(
+    value: &'d Spanned<DeValue<'i>>,
+    offset: usize,
+    path: &mut Vec<Seg<'d>>,
+) -> Hit<'d, 'i> {
+    match value.get_ref() {
+        DeValue::Table(table) => {
+            if let Some(hit) = locate_in_table(table, offset, path) {
+                return Some(hit);
+            }
+        }
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push(Seg::Index(i));
+                if let Some(hit) = locate_in_value(item, offset, path) {
+                    return Some(hit);
+                }
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    contains(&value.span(), offset).then_some(value)
+}
+
+/// Whether `offset` falls in `span` (an empty span contains its own start).
+fn contains(span: &Range<usize>, offset: usize) -> bool {
+    span.start <= offset && offset < span.end.max(span.start + 1)
+}
+
+/// Levenshtein distance, for "did you mean". Keys are short, so the O(n·m) table is nothing.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                diag
+            } else {
+                1 + diag.min(above).min(row[j])
+            };
+            diag = above;
+        }
+    }
+    row[b.len()]
+}
