@@ -1,3 +1,26 @@
-//! ballast placeholder
+//! ballast: a load balancer for Linux.
+//!
+//! One program for what operators otherwise assemble from nginx, HAProxy, LVS/ipvsadm and
+//! Keepalived. This crate is the library; `src/main.rs` is a thin binary over [`cli`].
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | the TOML file: raw types, validation with file:line:column diagnostics, the validated model, defaults |
+//! | [`scheduler`] | which server gets the next connection: rr, wrr, lc, wlc, sh, dh, mh, random, p2c |
+//! | [`upstream`] | server groups, per-server counters, the snapshot the data path reads, selection with backups and limits |
+//! | [`listener`] | listening sockets (backlog, SO_REUSEPORT workers), accept loops, listener counters |
+//! | [`proxy`] | the data path: TCP proxy with retries, the bidirectional relay |
+//! | [`runtime`] | start-up, signals, graceful shutdown, the counters table |
+//! | [`demo`] | the embedded default configuration and demo backends behind `ballast demo` |
+//! | [`cli`] | the command line |
+
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod listener;
+pub mod proxy;
+pub mod runtime;
 pub mod scheduler;
+pub mod upstream;

@@ -1,0 +1,232 @@
+//! The command line: `ballast run`, `ballast check`, `ballast demo`.
+//!
+//! This is the binary's edge: errors become `anyhow` chains printed once, and exit codes are
+//! decided here (0 ok, 1 failed, 2 usage — clap's).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, LogFormat};
+use crate::listener::socket::somaxconn;
+use crate::runtime::signals::{Request, Signals};
+use crate::runtime::{Runtime, ShutdownOutcome};
+
+/// ballast: a load balancer for Linux.
+#[derive(Debug, Parser)]
+#[command(name = "ballast", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the balancer with a configuration file.
+    Run {
+        /// The TOML configuration file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file without running it; prints every problem found.
+    Check {
+        /// The TOML configuration file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the balancer on its embedded default: three demo backends and a TCP listener on
+    /// 127.0.0.1 spreading connections over them round robin.
+    Demo {
+        /// Port for the demo listener on 127.0.0.1.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Print the embedded configuration (with the backends' ports filled in) and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => Config::load(&config)
+            .map_err(anyhow::Error::new)
+            .and_then(|cfg| serve(cfg, None)),
+        Command::Demo { port, print_config } => demo(port, print_config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ballast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> Result<()> {
+    let cfg = Config::load(path)?;
+    for warning in warnings(&cfg) {
+        println!("warning: {warning}");
+    }
+    let servers: usize = cfg.upstreams.iter().map(|u| u.servers.len()).sum();
+    println!(
+        "{}: ok ({} listeners, {} upstreams, {} servers)",
+        cfg.origin,
+        cfg.listeners.len(),
+        cfg.upstreams.len(),
+        servers
+    );
+    Ok(())
+}
+
+/// Problems that do not stop ballast from running but that an operator should know about.
+fn warnings(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(max) = somaxconn() {
+        for l in cfg.listeners.iter().filter(|l| l.backlog > max) {
+            out.push(format!(
+                "listener \"{}\" asks for backlog {} but net.core.somaxconn is {}: the kernel will \
+                 silently truncate it to {}; raise net.core.somaxconn",
+                l.name, l.backlog, max, max
+            ));
+        }
+    }
+    out
+}
+
+fn init_logging(cfg: &Config) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => {
+            EnvFilter::try_new(&v).context("RUST_LOG is not a valid filter")?
+        }
+        _ => EnvFilter::try_new(&cfg.global.log_level).with_context(|| {
+            format!(
+                "global.log_level {:?} is not a valid filter",
+                cfg.global.log_level
+            )
+        })?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match cfg.global.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    // A subscriber may already be installed (tests); that one is kept.
+    let _ = result;
+    Ok(())
+}
+
+fn tokio_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .thread_name("ballast")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs `cfg` until SIGTERM/SIGINT, then shuts down gracefully. `before_stop` runs after the
+/// listeners are up (the demo uses it to print instructions) and returns a token cancelled at exit.
+fn serve(cfg: Config, before_stop: Option<&dyn Fn(&Runtime)>) -> Result<()> {
+    init_logging(&cfg)?;
+    let rt = tokio_runtime(cfg.global.threads)?;
+    rt.block_on(async move {
+        let mut signals = Signals::install().context("cannot install signal handlers")?;
+        let grace = cfg.global.shutdown_grace;
+        let origin = cfg.origin.clone();
+        let runtime = Runtime::start(cfg)
+            .await
+            .with_context(|| format!("cannot start with {origin}"))?;
+        tracing::info!(config = %origin, "ballast running");
+        if let Some(f) = before_stop {
+            f(&runtime);
+        }
+        loop {
+            match signals.next().await {
+                Request::Stop => break,
+                Request::DumpStats => tracing::info!("counters\n{}", runtime.summary()),
+            }
+        }
+        let abort = runtime.abort_handle();
+        let summary_at_end = runtime.summary_handle();
+        let shutdown = runtime.shutdown(grace);
+        tokio::pin!(shutdown);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut shutdown => break outcome,
+                req = signals.next() => if req == Request::Stop {
+                    tracing::warn!("second stop signal: closing all connections now");
+                    abort.cancel();
+                },
+            }
+        };
+        match outcome {
+            ShutdownOutcome::Drained => tracing::info!("all connections finished; exiting"),
+            ShutdownOutcome::Aborted(n) => tracing::info!(closed = n, "exiting"),
+        }
+        tracing::info!("final counters\n{}", summary_at_end());
+        Ok(())
+    })
+}
+
+fn demo(port: u16, print_config: bool) -> Result<()> {
+    // The demo backends get a small runtime of their own; the balancer gets the configured one.
+    let rt = tokio_runtime(1)?;
+    let stop = CancellationToken::new();
+    let backends = rt
+        .block_on(async {
+            let mut addrs = Vec::new();
+            for i in 1..=3 {
+                addrs.push(crate::demo::spawn_backend(format!("backend-{i}"), stop.clone()).await?);
+            }
+            Ok::<_, std::io::Error>([addrs[0], addrs[1], addrs[2]])
+        })
+        .context("cannot start the demo backends on 127.0.0.1")?;
+    let text = crate::demo::config_text(port, &backends);
+    if print_config {
+        print!("{text}");
+        return Ok(());
+    }
+    let cfg = Config::from_str(&text, "<demo>").context("the embedded demo configuration")?;
+    // The backends live on `rt`; the balancer gets its own runtime inside `serve`.
+    let _keep = rt;
+    serve(
+        cfg,
+        Some(&|r: &Runtime| {
+            let addr = r
+                .listener_addr("demo")
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            println!("\nballast demo: a TCP listener on {addr}, round robin over three backends:");
+            for (i, b) in backends.iter().enumerate() {
+                println!("  backend-{} at {b}", i + 1);
+            }
+            println!("\nTry, in another terminal:");
+            println!("  for i in 1 2 3 4 5 6; do curl -s http://{addr}/; done");
+            println!(
+                "  echo hello | nc -q1 {} {}",
+                r.listener_addr("demo")
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default(),
+                port
+            );
+            println!(
+                "  kill -USR1 {}    # log per-server counters",
+                std::process::id()
+            );
+            println!(
+                "\nCtrl-C stops it (connections get {:?} to finish).\n",
+                r.config().global.shutdown_grace
+            );
+        }),
+    )
+}

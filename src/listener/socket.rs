@@ -1,0 +1,173 @@
+//! Creating listening sockets: backlog, SO_REUSEPORT workers, and clear errors when binding fails.
+//!
+//! Each worker gets its own socket with SO_REUSEADDR and SO_REUSEPORT set, bound to the same
+//! address, and `listen(2)`ed with the configured backlog. The kernel keeps one accept queue per
+//! socket and hashes each new connection to one of them (socket(7), SO_REUSEPORT).
+//!
+//! The backlog: listen(2) silently caps `backlog` at `net.core.somaxconn`
+//! (`/proc/sys/net/core/somaxconn`). [`bind`] reads it and reports a truncation, so the operator
+//! learns at start, not from `ListenOverflows` under load, that the queue is shorter than asked.
+//!
+//! A port already in use: sockets that all set SO_REUSEPORT (and share an owner) may bind the same
+//! port, so another ballast of the same user would silently share it. Before binding the workers we
+//! bind once *without* SO_REUSEPORT, which fails with EADDRINUSE whenever anything listens there.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+
+use crate::config::ListenerConfig;
+
+/// Why a listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// bind(2) or listen(2) failed.
+    #[error("listener \"{listener}\": cannot listen on {addr}: {hint}")]
+    Bind {
+        /// The listener's name.
+        listener: String,
+        /// The address it wanted.
+        addr: SocketAddr,
+        /// What to do about it, in words.
+        hint: &'static str,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The sockets of one listener, bound and listening, not yet accepting.
+#[derive(Debug)]
+pub struct BoundListener {
+    /// One listening socket per worker, all on `local_addr`.
+    pub sockets: Vec<std::net::TcpListener>,
+    /// The bound address (the port filled in when 0 was asked for).
+    pub local_addr: SocketAddr,
+    /// `net.core.somaxconn` as read at bind time, when readable.
+    pub somaxconn: Option<u32>,
+}
+
+impl BoundListener {
+    /// The accept-queue length the kernel really gives each worker socket: min(backlog, somaxconn).
+    pub fn effective_backlog(&self, backlog: u32) -> u32 {
+        match self.somaxconn {
+            Some(max) => backlog.min(max),
+            None => backlog,
+        }
+    }
+}
+
+/// Reads `net.core.somaxconn`, the cap the kernel puts on every listen backlog.
+pub fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+fn hint(err: &io::Error) -> &'static str {
+    match err.kind() {
+        io::ErrorKind::AddrInUse => {
+            "address already in use (another process listens there; `ss -ltnp` shows which)"
+        }
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            "address not available (no interface on this host has that IP)"
+        }
+        io::ErrorKind::Unsupported => "address family not supported (is IPv6 disabled?)",
+        _ => "the system refused it",
+    }
+}
+
+/// Binds the sockets of a listener: one per worker, each with SO_REUSEPORT and the configured
+/// backlog. Warns (through `tracing`) when `net.core.somaxconn` truncates the backlog.
+///
+/// # Errors
+/// [`ListenerError::Bind`] naming the listener, the address and a hint when any socket fails.
+pub fn bind(config: &ListenerConfig) -> Result<BoundListener, ListenerError> {
+    let err = |addr: SocketAddr| {
+        let name = config.name.clone();
+        move |source: io::Error| ListenerError::Bind {
+            listener: name,
+            addr,
+            hint: hint(&source),
+            source,
+        }
+    };
+    if config.bind.port() != 0 {
+        probe_free(config.bind).map_err(err(config.bind))?;
+    }
+    let mut addr = config.bind;
+    let mut sockets = Vec::with_capacity(config.workers);
+    for _ in 0..config.workers.max(1) {
+        let socket = listen_socket(addr, config.backlog).map_err(err(addr))?;
+        if addr.port() == 0 {
+            // The first socket chose the port; the other workers join it.
+            addr = socket.local_addr().map_err(err(addr))?;
+        }
+        sockets.push(socket);
+    }
+    let somaxconn = somaxconn();
+    if let Some(max) = somaxconn {
+        if config.backlog > max {
+            tracing::warn!(
+                listener = %config.name,
+                backlog = config.backlog,
+                somaxconn = max,
+                "listener \"{}\" asks for backlog {} but net.core.somaxconn is {}: the kernel \
+                 silently truncates each accept queue to {}; raise net.core.somaxconn",
+                config.name,
+                config.backlog,
+                max,
+                max
+            );
+        }
+    }
+    Ok(BoundListener {
+        sockets,
+        local_addr: addr,
+        somaxconn,
+    })
+}
+
+/// Fails with EADDRINUSE when anything already listens on `addr`.
+fn probe_free(addr: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // SO_REUSEADDR so that TIME_WAIT leftovers of an earlier run do not count as "in use".
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(())
+}
+
+fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        // Like nginx's default `ipv6only=on`: "[::]:80" is IPv6 only; list "0.0.0.0:80" too.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // listen(2) takes an int; the configured range (≤ 65535) always fits.
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
+/// Applies the per-connection options to an accepted or connected socket.
+pub fn tune_stream(
+    stream: &tokio::net::TcpStream,
+    nodelay: bool,
+    keepalive: Option<std::time::Duration>,
+) -> io::Result<()> {
+    stream.set_nodelay(nodelay)?;
+    if let Some(idle) = keepalive {
+        SockRef::from(stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The L4 TCP proxy: one accepted client connection, from server choice to close.
+//!
+//! ```text
+//! accept ─▶ select server ─▶ connect (connect_timeout) ─▶ relay both ways ─▶ close
+//!               ▲                  │ refused / timed out
+//!               └── retry on a server not yet tried (at most `retries` more) ──┘
+//! ```
+//!
+//! When every attempt fails, or no server can take the connection at all, the client is closed at
+//! once with a RST (it learns immediately instead of waiting on a half-open socket) and the
+//! listener's and upstream's `no_server` counters go up.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::listener::socket::tune_stream;
+use crate::listener::Listener;
+use crate::proxy::relay::{self, Counters, RelayEnd, Side};
+use crate::scheduler::{PickContext, SchedulerKind};
+use crate::upstream::{Tried, Upstream};
+
+/// Where a listener's connections go: the listener (for its settings and counters) and its upstream.
+#[derive(Debug)]
+pub struct Route {
+    /// The listener that accepted.
+    pub listener: Arc<Listener>,
+    /// The upstream that serves it.
+    pub upstream: Arc<Upstream>,
+}
+
+/// Decrements the listener's active count when the connection ends, however it ends.
+struct ActiveGuard<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one accepted client connection to its end.
+pub async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    route: Arc<Route>,
+    abort: CancellationToken,
+) {
+    let listener = &route.listener;
+    let upstream = &route.upstream;
+    listener.stats.active.fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveGuard(&listener.stats.active);
+    let lcfg = &listener.config;
+    if let Err(e) = tune_stream(&client, lcfg.tcp_nodelay, lcfg.tcp_keepalive) {
+        tracing::debug!(listener = %lcfg.name, %peer, error = %e, "cannot set client socket options");
+    }
+    // The address the client connected to matters only to `dh`, and differs from the listener's
+    // only when it is bound to a wildcard; skip the getsockname(2) otherwise.
+    let bound = listener.local_addr.ip();
+    let local =
+        if bound.is_unspecified() && upstream.config.scheduler == SchedulerKind::DestinationHash {
+            client.local_addr().map_or(bound, |a| a.ip())
+        } else {
+            bound
+        };
+    let ctx = PickContext {
+        client: peer.ip(),
+        local,
+    };
+    let snapshot = upstream.snapshot();
+    let mut tried = Tried::new();
+    let ucfg = &upstream.config;
+    let mut client = client;
+
+    for _attempt in 0..=ucfg.retries {
+        let Some(guard) = upstream.select(&snapshot, &ctx, &tried) else {
+            break;
+        };
+        tried.insert(guard.index());
+        let server = guard.server();
+        let addr = server.address();
+        let mut stream = match connect(addr, ucfg.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(listener = %lcfg.name, upstream = %ucfg.name, server = %addr,
+                    %peer, error = %e, "connect to server failed; trying another");
+                continue;
+            }
+        };
+        server.stats.connections.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = tune_stream(&stream, lcfg.tcp_nodelay, ucfg.tcp_keepalive) {
+            tracing::debug!(server = %addr, error = %e, "cannot set server socket options");
+        }
+        tracing::debug!(listener = %lcfg.name, %peer, server = %addr, "proxying");
+        let counters = Counters {
+            to_server: &server.stats.bytes_to_server,
+            to_client: &server.stats.bytes_from_server,
+        };
+        let outcome = relay::relay(
+            &mut client,
+            &mut stream,
+            lcfg.buffer_size,
+            lcfg.splice,
+            lcfg.idle_timeout,
+            counters,
+            &abort,
+        )
+        .await;
+        if outcome.spliced > 0 {
+            listener
+                .stats
+                .spliced
+                .fetch_add(u64::from(outcome.spliced), Ordering::Relaxed);
+        }
+        match outcome.end {
+            RelayEnd::Closed | RelayEnd::Aborted => {}
+            RelayEnd::IdleTimeout => {
+                listener.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(listener = %lcfg.name, %peer, server = %addr, "idle timeout");
+            }
+            RelayEnd::Reset(side, kind) => {
+                // Pass the reset on, so the other peer does not mistake it for a clean close.
+                let other = match side {
+                    Side::Client => &stream,
+                    Side::Server => {
+                        server.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        &client
+                    }
+                };
+                reset_on_close(other);
+                tracing::debug!(listener = %lcfg.name, %peer, server = %addr, ?side, ?kind, "connection reset");
+            }
+        }
+        tracing::trace!(
+            to_server = outcome.to_server,
+            to_client = outcome.to_client,
+            "closed"
+        );
+        return;
+    }
+
+    listener.stats.no_server.fetch_add(1, Ordering::Relaxed);
+    upstream.stats.no_server.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(listener = %lcfg.name, upstream = %ucfg.name, %peer, tried = tried.len(),
+        "no server available; closing client connection");
+    reset_on_close(&client);
+}
+
+/// Connects to `addr` within `timeout`.
+async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    match tokio::time::timeout(timeout, socket.connect(addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {timeout:?}"),
+        )),
+    }
+}
+
+/// Makes the coming close send a RST instead of a FIN (SO_LINGER with a zero timeout). With a zero
+/// timeout close(2) does not block, so this is safe on the async runtime.
+fn reset_on_close(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}

@@ -1,0 +1,239 @@
+//! The running balancer: builds listeners and upstreams from a [`Config`], runs their workers, and
+//! stops them gracefully.
+//!
+//! Start-up is all or nothing: every listener is bound before any accepts, so a bad address fails
+//! the start instead of leaving half a service up. Shutdown has two steps, each a cancellation
+//! token: `stop_accepting` closes the listening sockets while established connections go on, and
+//! `abort` ends those still open when the grace period runs out. A [`TaskTracker`] counts the
+//! connection tasks, so "all connections finished" is a wait, not a guess.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::listener::accept::Worker;
+use crate::listener::{self, Listener, ListenerError, ListenerStats};
+use crate::proxy::tcp::Route;
+use crate::upstream::Upstream;
+
+pub mod signals;
+pub mod summary;
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
+    /// A listener names an upstream that does not exist.
+    #[error("listener \"{listener}\": no upstream named \"{upstream}\"")]
+    UnknownUpstream {
+        /// The listener's name.
+        listener: String,
+        /// The missing upstream.
+        upstream: String,
+    },
+    /// A listening socket could not be handed to the async runtime.
+    #[error("listener \"{listener}\": cannot register socket with the runtime")]
+    Register {
+        /// The listener's name.
+        listener: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How a shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// Every connection finished within the grace period.
+    Drained,
+    /// The grace period ran out; this many connections were closed.
+    Aborted(usize),
+}
+
+/// A running set of listeners and upstreams.
+#[derive(Debug)]
+pub struct Runtime {
+    config: Config,
+    listeners: Vec<Arc<Listener>>,
+    upstreams: Vec<Arc<Upstream>>,
+    stop_accepting: CancellationToken,
+    abort: CancellationToken,
+    tracker: TaskTracker,
+    workers: JoinSet<()>,
+}
+
+impl Runtime {
+    /// Binds every listener, then starts their accept workers. Must be called inside a tokio
+    /// runtime.
+    ///
+    /// # Errors
+    /// The first listener that cannot be bound; nothing is left listening then.
+    pub async fn start(config: Config) -> Result<Runtime, RuntimeError> {
+        let upstreams: Vec<Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|u| Arc::new(Upstream::new(u.clone())))
+            .collect();
+        // Bind everything first: all or nothing.
+        let mut bound = Vec::with_capacity(config.listeners.len());
+        for lc in &config.listeners {
+            bound.push(listener::bind(lc)?);
+        }
+        let stop_accepting = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut workers = JoinSet::new();
+        let mut listeners = Vec::with_capacity(bound.len());
+        for (lc, b) in config.listeners.iter().zip(bound) {
+            let listener = Arc::new(Listener {
+                config: lc.clone(),
+                local_addr: b.local_addr,
+                stats: ListenerStats::new(b.sockets.len()),
+            });
+            // Validation guarantees the upstream exists; a hand-built Config may not.
+            let Some(upstream) = upstreams.iter().find(|u| u.name() == lc.upstream) else {
+                return Err(RuntimeError::UnknownUpstream {
+                    listener: lc.name.clone(),
+                    upstream: lc.upstream.clone(),
+                });
+            };
+            let route = Arc::new(Route {
+                listener: Arc::clone(&listener),
+                upstream: Arc::clone(upstream),
+            });
+            let effective_backlog = b.effective_backlog(lc.backlog);
+            for (index, socket) in b.sockets.into_iter().enumerate() {
+                let socket = tokio::net::TcpListener::from_std(socket).map_err(|source| {
+                    RuntimeError::Register {
+                        listener: lc.name.clone(),
+                        source,
+                    }
+                })?;
+                let worker = Worker {
+                    index,
+                    socket,
+                    route: Arc::clone(&route),
+                    stop_accepting: stop_accepting.clone(),
+                    abort: abort.clone(),
+                    tracker: tracker.clone(),
+                };
+                workers.spawn(worker.run());
+            }
+            tracing::info!(
+                listener = %lc.name,
+                addr = %b.local_addr,
+                upstream = %lc.upstream,
+                workers = listener.stats.accepted.len(),
+                backlog = lc.backlog,
+                effective_backlog,
+                "listening"
+            );
+            listeners.push(listener);
+        }
+        Ok(Runtime {
+            config,
+            listeners,
+            upstreams,
+            stop_accepting,
+            abort,
+            tracker,
+            workers,
+        })
+    }
+
+    /// The configuration this runtime runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The running listeners.
+    pub fn listeners(&self) -> &[Arc<Listener>] {
+        &self.listeners
+    }
+
+    /// The upstreams.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// The listener named `name`.
+    pub fn listener(&self, name: &str) -> Option<&Arc<Listener>> {
+        self.listeners.iter().find(|l| l.config.name == name)
+    }
+
+    /// The address the listener named `name` really listens on.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listener(name).map(|l| l.local_addr)
+    }
+
+    /// The upstream named `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.name() == name)
+    }
+
+    /// Connection tasks alive now.
+    pub fn connections(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Stops accepting at once (closing the listening sockets), lets established connections run
+    /// for up to `grace`, then closes whatever is left.
+    pub async fn shutdown(mut self, grace: Duration) -> ShutdownOutcome {
+        self.stop_accepting.cancel();
+        while self.workers.join_next().await.is_some() {}
+        self.tracker.close();
+        let open = self.tracker.len();
+        if open > 0 {
+            tracing::info!(
+                connections = open,
+                ?grace,
+                "stopped accepting; waiting for connections to finish"
+            );
+        }
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return ShutdownOutcome::Drained;
+        }
+        let left = self.tracker.len();
+        tracing::warn!(
+            connections = left,
+            ?grace,
+            "grace period over; closing remaining connections"
+        );
+        self.abort.cancel();
+        // Aborted relays return at their next poll; this wait is short but still bounded.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        ShutdownOutcome::Aborted(left)
+    }
+}
+
+impl Runtime {
+    /// A token that, when cancelled, closes every established connection at once (used by a
+    /// second stop signal during a graceful shutdown).
+    pub fn abort_handle(&self) -> CancellationToken {
+        self.abort.clone()
+    }
+
+    /// The counters table of [`summary::render`] for this runtime.
+    pub fn summary(&self) -> String {
+        summary::render(&self.listeners, &self.upstreams)
+    }
+
+    /// A closure that renders [`Runtime::summary`] later, even after the runtime was consumed by
+    /// [`Runtime::shutdown`].
+    pub fn summary_handle(&self) -> impl Fn() -> String + Send + 'static {
+        let listeners = self.listeners.clone();
+        let upstreams = self.upstreams.clone();
+        move || summary::render(&listeners, &upstreams)
+    }
+}

@@ -1,0 +1,61 @@
+//! A text table of what the runtime is doing, laid out like `ipvsadm -Ln --stats`: each listener
+//! (virtual service) with its scheduler and counters, then its servers with weight, active
+//! connections and per-server counters.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::listener::Listener;
+use crate::upstream::Upstream;
+
+/// Renders listeners, their upstreams and per-server counters as a table.
+pub fn render(listeners: &[Arc<Listener>], upstreams: &[Arc<Upstream>]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Prot LocalAddress:Port Scheduler  (listener -> upstream)\n  -> RemoteAddress:Port       Weight  ActiveConn  Conns  ConnErrs  Errors  InBytes  OutBytes"
+    );
+    for l in listeners {
+        let Some(u) = upstreams.iter().find(|u| u.name() == l.config.upstream) else {
+            continue;
+        };
+        let s = &l.stats;
+        let _ = writeln!(
+            out,
+            "{} {} {}  ({} -> {})  accepted {} {:?} active {} no-server {} idle-timeouts {} spliced {}",
+            l.config.protocol.as_str().to_uppercase(),
+            l.local_addr,
+            u.config.scheduler.as_str(),
+            l.config.name,
+            u.name(),
+            s.accepted_total(),
+            s.accepted_per_worker(),
+            s.active.load(Ordering::Relaxed),
+            s.no_server.load(Ordering::Relaxed),
+            s.idle_timeouts.load(Ordering::Relaxed),
+            s.spliced.load(Ordering::Relaxed),
+        );
+        for server in u.snapshot().servers.iter() {
+            let st = &server.stats;
+            let addr = if server.config.backup {
+                format!("{} (backup)", server.address())
+            } else {
+                server.address().to_string()
+            };
+            let _ = writeln!(
+                out,
+                "  -> {:<24} {:>6}  {:>10}  {:>5}  {:>8}  {:>6}  {:>7}  {:>8}",
+                addr,
+                server.config.weight,
+                st.active.load(Ordering::Relaxed),
+                st.connections.load(Ordering::Relaxed),
+                st.connect_errors.load(Ordering::Relaxed),
+                st.errors.load(Ordering::Relaxed),
+                st.bytes_to_server.load(Ordering::Relaxed),
+                st.bytes_from_server.load(Ordering::Relaxed),
+            );
+        }
+    }
+    out
+}

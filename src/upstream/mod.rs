@@ -1,0 +1,230 @@
+//! Upstream groups and their servers: who can take a connection, and the counters of what each did.
+//!
+//! An [`Upstream`] owns its servers ([`Server`], each with atomic [`ServerStats`]) and an
+//! [`UpstreamSnapshot`] published through an `ArcSwap`: the server list plus the schedulers built
+//! over it (one over the primaries, one over the backups). The data path does one lock-free
+//! `load()` per connection and picks by index; whatever changes servers or weights later (health
+//! checks, the admin API) builds a new snapshot and stores it in one step, so a connection never sees
+//! half an update. Server counters live in `Arc<Server>`s that new snapshots reuse, so they survive.
+//!
+//! Selection is [`Upstream::select`]: the scheduler proposes, the upstream checks `max_connections`
+//! and what this connection already tried, and backups are asked only when no primary can take it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{ServerConfig, UpstreamConfig};
+use crate::scheduler::{server_id, PickContext, SchedServer, Scheduler};
+
+mod tried;
+
+pub use tried::Tried;
+
+/// Counters of one server. All are monotonic except `active`.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections to this server open right now (proxied, or being connected).
+    pub active: AtomicU64,
+    /// Connections established to this server since start.
+    pub connections: AtomicU64,
+    /// Connect attempts that failed (refused, unreachable, timed out).
+    pub connect_errors: AtomicU64,
+    /// Connections that ended with an error after being established (reset, I/O error).
+    pub errors: AtomicU64,
+    /// Bytes relayed from clients to this server.
+    pub bytes_to_server: AtomicU64,
+    /// Bytes relayed from this server to clients.
+    pub bytes_from_server: AtomicU64,
+}
+
+/// One member of an upstream group.
+#[derive(Debug)]
+pub struct Server {
+    /// The configured address, weight, limit and backup flag.
+    pub config: ServerConfig,
+    /// What this server has done.
+    pub stats: ServerStats,
+}
+
+impl Server {
+    /// The server's address.
+    pub fn address(&self) -> SocketAddr {
+        self.config.address
+    }
+
+    /// Active connections now.
+    pub fn active(&self) -> u64 {
+        self.stats.active.load(Ordering::Relaxed)
+    }
+
+    /// Whether `max_connections` allows one more connection right now (racy by nature; the
+    /// authoritative check is the increment in [`Upstream::select`]).
+    fn has_room(&self) -> bool {
+        let max = u64::from(self.config.max_connections);
+        max == 0 || self.active() < max
+    }
+}
+
+/// Counters of an upstream as a whole.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    /// Client connections closed because no server could take them (all down, full or failing).
+    pub no_server: AtomicU64,
+}
+
+/// The part of an upstream the data path reads: servers and the schedulers over them.
+#[derive(Debug)]
+pub struct UpstreamSnapshot {
+    /// All servers, in configuration order.
+    pub servers: Box<[Arc<Server>]>,
+    /// Scheduler over the primary servers.
+    primary: Tier,
+    /// Scheduler over the backup servers (used only when no primary can take a connection).
+    backup: Tier,
+}
+
+/// One scheduler and the server indices it schedules over.
+#[derive(Debug)]
+struct Tier {
+    scheduler: Scheduler,
+    /// `members[i]` is the index in `servers` of the scheduler's server `i`.
+    members: Box<[usize]>,
+}
+
+impl Tier {
+    fn new(config: &UpstreamConfig, servers: &[Arc<Server>], backup: bool) -> Tier {
+        let members: Box<[usize]> = servers
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.config.backup == backup)
+            .map(|(i, _)| i)
+            .collect();
+        let sched: Vec<SchedServer> = members
+            .iter()
+            .map(|&i| SchedServer {
+                weight: servers[i].config.weight,
+                id: server_id(&servers[i].config.address),
+            })
+            .collect();
+        Tier {
+            scheduler: Scheduler::new(config.scheduler, &sched),
+            members,
+        }
+    }
+}
+
+/// A group of servers behind one scheduler.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The configuration this upstream was built from.
+    pub config: UpstreamConfig,
+    /// Upstream-wide counters.
+    pub stats: UpstreamStats,
+    snapshot: ArcSwap<UpstreamSnapshot>,
+}
+
+/// A reservation of one connection slot on a server; releases it when dropped.
+#[derive(Debug)]
+pub struct ServerGuard {
+    server: Arc<Server>,
+    index: usize,
+}
+
+impl ServerGuard {
+    /// The reserved server.
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    /// The server's index in the snapshot's `servers`.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        self.server.stats.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Upstream {
+    /// Builds an upstream and its first snapshot from its configuration.
+    pub fn new(config: UpstreamConfig) -> Upstream {
+        let servers: Box<[Arc<Server>]> = config
+            .servers
+            .iter()
+            .map(|s| {
+                Arc::new(Server {
+                    config: s.clone(),
+                    stats: ServerStats::default(),
+                })
+            })
+            .collect();
+        let snapshot = UpstreamSnapshot {
+            primary: Tier::new(&config, &servers, false),
+            backup: Tier::new(&config, &servers, true),
+            servers,
+        };
+        Upstream {
+            config,
+            stats: UpstreamStats::default(),
+            snapshot: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<UpstreamSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Picks a server for a connection and reserves a slot on it, or `None` when no server that
+    /// this connection has not tried yet can take it. Backup servers are considered only when no
+    /// primary can.
+    pub fn select(
+        &self,
+        snapshot: &UpstreamSnapshot,
+        ctx: &PickContext,
+        tried: &Tried,
+    ) -> Option<ServerGuard> {
+        // Servers found full between the scheduler's look and our increment; skipped for this call.
+        let mut full = Tried::new();
+        for tier in [&snapshot.primary, &snapshot.backup] {
+            // Each round either returns or marks one more member full, so it ends.
+            for _ in 0..=tier.members.len() {
+                let pick = tier.scheduler.pick(ctx, |i| {
+                    let idx = tier.members[i];
+                    let server = &snapshot.servers[idx];
+                    if tried.contains(idx) || full.contains(idx) || !server.has_room() {
+                        None
+                    } else {
+                        Some(server.active())
+                    }
+                });
+                let Some(i) = pick else { break };
+                let idx = tier.members[i];
+                let server = &snapshot.servers[idx];
+                let before = server.stats.active.fetch_add(1, Ordering::Relaxed);
+                let max = u64::from(server.config.max_connections);
+                if max != 0 && before >= max {
+                    server.stats.active.fetch_sub(1, Ordering::Relaxed);
+                    full.insert(idx);
+                    continue;
+                }
+                return Some(ServerGuard {
+                    server: Arc::clone(server),
+                    index: idx,
+                });
+            }
+        }
+        None
+    }
+}
