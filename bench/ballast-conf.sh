@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Config generator for ../shared/bench: prints a ballast TOML config from the BENCH_* environment
+# the rig sets (BENCH_MODE, BENCH_PORT, BENCH_BACKENDS, BENCH_THREADS). Settings match what the
+# rig gives HAProxy and nginx: round robin, same thread count, no per-connection logging,
+# 60 s idle timeout, 16 KiB relay buffers (HAProxy's and nginx's default for L4).
+set -euo pipefail
+[[ $BENCH_MODE == tcp ]] || { echo "ballast-conf.sh: mode $BENCH_MODE not supported yet" >&2; exit 1; }
+cat <<CONF
+[global]
+log_level = "warn"
+threads = $BENCH_THREADS
+
+[[listener]]
+name = "bench"
+bind = "127.0.0.1:$BENCH_PORT"
+upstream = "bench"
+workers = $BENCH_THREADS
+idle_timeout = "60s"
+buffer_size = "${BALLAST_BUFFER_SIZE:-16KiB}"
+
+[[upstream]]
+name = "bench"
+scheduler = "rr"
+connect_timeout = "5s"
+CONF
+IFS=, read -ra servers <<<"$BENCH_BACKENDS"
+for s in "${servers[@]}"; do printf '\n[[upstream.server]]\naddress = "%s"\n' "$s"; done
