@@ -115,6 +115,7 @@ fn init_logging(cfg: &Config) -> Result<()> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = match cfg.global.log_format {
         LogFormat::Text => builder.try_init(),

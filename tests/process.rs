@@ -279,3 +279,52 @@ fn check_accepts_a_good_file_and_names_file_line_and_key_for_a_bad_one() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_backlog_above_somaxconn_is_reported_at_check_and_at_start() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("read somaxconn")
+        .trim()
+        .parse()
+        .expect("number");
+    if somaxconn >= 65535 {
+        // The largest backlog ballast accepts cannot exceed it: nothing to warn about here.
+        eprintln!("SKIPPED: net.core.somaxconn is {somaxconn}; no backlog can be truncated");
+        assert!(std::env::var("CI").is_err(), "a skip is a failure in CI");
+        return;
+    }
+    let backlog = somaxconn + 1;
+    let dir = tempdir("somaxconn");
+    let port = free_port();
+    let cfg = write_config(&dir, port, backend(), "1s");
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    let text = text.replace("workers = 2", &format!("workers = 2\nbacklog = {backlog}"));
+    std::fs::write(&cfg, text).expect("write");
+    let expected = format!(
+        "listener \"web\" asks for backlog {backlog} but net.core.somaxconn is {somaxconn}"
+    );
+
+    let out = ballast().args(["check", "-c"]).arg(&cfg).output().expect("check");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("warning: {expected}")), "{stdout}");
+
+    let mut child = Guard(
+        ballast()
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_listening(format!("127.0.0.1:{port}").parse().expect("addr"));
+    child.signal("TERM");
+    assert_eq!(child.wait_exit().code(), Some(0));
+    let mut stderr = String::new();
+    if let Some(mut e) = child.0.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(stderr.contains(&expected), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
