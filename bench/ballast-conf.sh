@@ -2,7 +2,9 @@
 # Config generator for ../shared/bench: prints a ballast TOML config from the BENCH_* environment
 # the rig sets (BENCH_MODE, BENCH_PORT, BENCH_BACKENDS, BENCH_THREADS). Settings match what the
 # rig gives HAProxy and nginx: round robin, same thread count, no per-connection logging,
-# 60 s idle timeout, 16 KiB relay buffers (HAProxy's and nginx's default for L4).
+# 60 s idle timeout. Relay buffers are ballast's defaults (16 KiB growing to 256 KiB, then
+# splice(2) for bulk directions) unless BALLAST_BUFFER_SIZE / BALLAST_SPLICE say otherwise:
+#   BALLAST_BUFFER_SIZE=16KiB BALLAST_SPLICE=false   # the rig's settings for HAProxy and nginx
 set -euo pipefail
 [[ $BENCH_MODE == tcp ]] || { echo "ballast-conf.sh: mode $BENCH_MODE not supported yet" >&2; exit 1; }
 cat <<CONF
@@ -16,7 +18,8 @@ bind = "127.0.0.1:$BENCH_PORT"
 upstream = "bench"
 workers = $BENCH_THREADS
 idle_timeout = "60s"
-buffer_size = "${BALLAST_BUFFER_SIZE:-16KiB}"
+${BALLAST_BUFFER_SIZE:+buffer_size = \"$BALLAST_BUFFER_SIZE\"}
+${BALLAST_SPLICE:+splice = $BALLAST_SPLICE}
 
 [[upstream]]
 name = "bench"

@@ -304,7 +304,11 @@ fn a_backlog_above_somaxconn_is_reported_at_check_and_at_start() {
         "listener \"web\" asks for backlog {backlog} but net.core.somaxconn is {somaxconn}"
     );
 
-    let out = ballast().args(["check", "-c"]).arg(&cfg).output().expect("check");
+    let out = ballast()
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("check");
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("warning: {expected}")), "{stdout}");

@@ -102,7 +102,7 @@ pub fn bind(config: &ListenerConfig) -> Result<BoundListener, ListenerError> {
     let mut addr = config.bind;
     let mut sockets = Vec::with_capacity(config.workers);
     for _ in 0..config.workers.max(1) {
-        let socket = listen_socket(addr, config.backlog).map_err(err(addr))?;
+        let socket = listen_socket(addr, config).map_err(err(addr))?;
         if addr.port() == 0 {
             // The first socket chose the port; the other workers join it.
             addr = socket.local_addr().map_err(err(addr))?;
@@ -144,7 +144,10 @@ fn probe_free(addr: SocketAddr) -> io::Result<()> {
     Ok(())
 }
 
-fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+/// A listening socket. TCP_NODELAY and the keepalive settings are set here, once, because Linux
+/// copies them to every socket accept(2) returns: one system call per listener instead of one or
+/// two per connection.
+fn listen_socket(addr: SocketAddr, config: &ListenerConfig) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -153,13 +156,18 @@ fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpList
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(config.tcp_nodelay)?;
+    if let Some(idle) = config.tcp_keepalive {
+        socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+    }
     socket.bind(&addr.into())?;
     // listen(2) takes an int; the configured range (≤ 65535) always fits.
-    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    socket.listen(i32::try_from(config.backlog).unwrap_or(i32::MAX))?;
     Ok(socket.into())
 }
 
-/// Applies the per-connection options to an accepted or connected socket.
+/// Applies the per-connection options to a socket ballast connected (accepted sockets inherit
+/// them from the listening socket).
 pub fn tune_stream(
     stream: &tokio::net::TcpStream,
     nodelay: bool,

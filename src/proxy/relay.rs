@@ -25,9 +25,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
+use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
 
 use super::splice::Pipe;
@@ -77,15 +79,15 @@ pub const SPLICE_AFTER: usize = 64 * 1024;
 
 /// A user-space buffer that grows while its direction carries bulk data.
 struct Buffer {
-    buf: Box<[u8]>,
+    /// Bytes read and not yet all written; its capacity is the buffer size. `BytesMut` because
+    /// reading into its spare capacity needs no zeroing (tokio-util `poll_read_buf`).
+    buf: BytesMut,
     /// Largest `buf` may grow to.
     max: usize,
     /// The last read filled `buf`: grow it before the next read.
     grow: bool,
-    /// Start of the unwritten bytes in `buf`.
+    /// Start of the unwritten bytes in `buf` (its end is `buf.len()`).
     pos: usize,
-    /// End of the bytes read into `buf`.
-    cap: usize,
 }
 
 /// Where one direction holds bytes between reading and writing them.
@@ -117,11 +119,10 @@ impl<'a> Half<'a> {
     fn new(size: usize, may_splice: bool, counter: &'a AtomicU64) -> Half<'a> {
         Half {
             store: Store::Buffer(Buffer {
-                buf: vec![0u8; size.min(INITIAL_BUFFER)].into_boxed_slice(),
+                buf: BytesMut::with_capacity(size.min(INITIAL_BUFFER)),
                 max: size,
                 grow: false,
                 pos: 0,
-                cap: 0,
             }),
             may_splice,
             eof: false,
@@ -152,8 +153,8 @@ impl<'a> Half<'a> {
             // Write out what was read before reading more.
             loop {
                 let n = match &mut self.store {
-                    Store::Buffer(b) if b.pos < b.cap => {
-                        let n = ready!(Pin::new(&mut *writer).poll_write(cx, &b.buf[b.pos..b.cap]))
+                    Store::Buffer(b) if b.pos < b.buf.len() => {
+                        let n = ready!(Pin::new(&mut *writer).poll_write(cx, &b.buf[b.pos..]))
                             .map_err(|e| HalfError(wside, e))?;
                         if n == 0 {
                             let e = io::Error::new(
@@ -183,13 +184,12 @@ impl<'a> Half<'a> {
             self.resize();
             let n = match &mut self.store {
                 Store::Buffer(b) => {
-                    let mut rb = ReadBuf::new(&mut b.buf);
-                    ready!(Pin::new(&mut *reader).poll_read(cx, &mut rb))
-                        .map_err(|e| HalfError(rside, e))?;
-                    let n = rb.filled().len();
-                    b.grow = n == b.buf.len() && n < b.max;
+                    // All written: reuse the whole capacity (same allocation, no copy).
+                    b.buf.clear();
                     b.pos = 0;
-                    b.cap = n;
+                    let n = ready!(poll_read_buf(Pin::new(&mut *reader), cx, &mut b.buf))
+                        .map_err(|e| HalfError(rside, e))?;
+                    b.grow = n == b.buf.capacity() && n < b.max;
                     n
                 }
                 Store::Pipe(p) => {
@@ -215,14 +215,14 @@ impl<'a> Half<'a> {
             return;
         }
         b.grow = false;
-        if self.may_splice && b.buf.len() >= SPLICE_AFTER {
+        if self.may_splice && b.buf.capacity() >= SPLICE_AFTER {
             if let Ok(pipe) = Pipe::new(b.max) {
                 self.store = Store::Pipe(pipe);
                 return;
             }
         }
-        let size = (b.buf.len() * 2).min(b.max);
-        b.buf = vec![0u8; size].into_boxed_slice();
+        let size = (b.buf.capacity() * 2).min(b.max);
+        b.buf = BytesMut::with_capacity(size);
     }
 }
 
@@ -249,7 +249,8 @@ pub async fn relay(
     let mut up = Half::new(buffer_size, splice, counters.to_server);
     let mut down = Half::new(buffer_size, splice, counters.to_client);
     let mut last_progress = Instant::now();
-    let mut timer: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(idle));
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
     let aborted = abort.cancelled();
     tokio::pin!(aborted);
 

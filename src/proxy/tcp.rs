@@ -54,9 +54,6 @@ pub async fn serve(
     listener.stats.active.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveGuard(&listener.stats.active);
     let lcfg = &listener.config;
-    if let Err(e) = tune_stream(&client, lcfg.tcp_nodelay, lcfg.tcp_keepalive) {
-        tracing::debug!(listener = %lcfg.name, %peer, error = %e, "cannot set client socket options");
-    }
     // The address the client connected to matters only to `dh`, and differs from the listener's
     // only when it is bound to a wildcard; skip the getsockname(2) otherwise.
     let bound = listener.local_addr.ip();
