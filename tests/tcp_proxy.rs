@@ -533,3 +533,60 @@ async fn server_reset_is_passed_to_the_client_as_a_reset() {
     .await;
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+/// The kernel's view of a TCP socket from /proc/net/tcp, found by its remote address (and its
+/// local one when given): (timer kind, seconds until it fires).
+fn proc_tcp_timer(local: Option<SocketAddr>, remote: SocketAddr) -> Option<(u8, f64)> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => String::new(),
+    };
+    let (l, r) = (local.map(hex), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let local_ok = l.as_deref().is_none_or(|l| f.get(1) == Some(&l));
+        if !local_ok || f.get(2) != Some(&r.as_str()) {
+            return None;
+        }
+        // Field 5 is "tr:tm->when": timer kind (2 = keepalive) and clock ticks (USER_HZ = 100).
+        let (tr, when) = f.get(5)?.split_once(':')?;
+        let ticks = u64::from_str_radix(when, 16).ok()?;
+        Some((u8::from_str_radix(tr, 16).ok()?, ticks as f64 / 100.0))
+    })
+}
+
+#[tokio::test]
+async fn tcp_keepalive_is_armed_on_client_and_server_sockets() {
+    let bs = backends(1).await;
+    let rt = start(&config(
+        "rr",
+        &weighted(&bs, &[1]),
+        "tcp_keepalive = \"77s\"",
+        "tcp_keepalive = \"55s\"",
+    ))
+    .await;
+    let a = addr(&rt);
+    let (s, _) = hold(a).await;
+    let client = s.get_ref().local_addr().expect("client addr");
+    // ballast's accepted socket: local = the listener, remote = our client.
+    let (tr, left) = proc_tcp_timer(Some(a), client).expect("ballast's client-side socket");
+    assert_eq!(tr, 2, "keepalive timer on the client-side socket");
+    assert!(
+        (70.0..=77.0).contains(&left),
+        "client-side keepalive in {left} s"
+    );
+    // ballast's connection to the backend (the only socket whose remote is the backend).
+    let (tr, left) = proc_tcp_timer(None, bs[0].addr).expect("ballast's server-side socket");
+    assert_eq!(tr, 2, "keepalive timer on the server-side socket");
+    assert!(
+        (48.0..=55.0).contains(&left),
+        "server-side keepalive in {left} s"
+    );
+    drop(s);
+    rt.shutdown(Duration::from_secs(1)).await;
+}
