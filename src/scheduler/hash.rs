@@ -73,7 +73,7 @@ impl BucketTable {
             .next_power_of_two();
         let mut buckets = Vec::with_capacity(size);
         for (m, count) in apportion(&members.weight, size).into_iter().enumerate() {
-            buckets.extend(std::iter::repeat(members.index[m]).take(count));
+            buckets.extend(std::iter::repeat_n(members.index[m], count));
         }
         debug_assert_eq!(buckets.len(), size);
         shuffle(&mut buckets);

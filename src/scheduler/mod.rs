@@ -287,7 +287,7 @@ impl Scheduler {
             Inner::Random(s) => s.pick(&load),
             Inner::PowerOfTwo(s) => s.pick(&load),
         };
-        debug_assert!(picked.map_or(true, |i| i < self.len));
+        debug_assert!(picked.is_none_or(|i| i < self.len));
         picked
     }
 }
