@@ -11,7 +11,8 @@
 //! | [`scheduler`] | which server gets the next connection: rr, wrr, lc, wlc, sh, dh, mh, random, p2c |
 //! | [`upstream`] | server groups, per-server counters, the snapshot the data path reads, selection with backups and limits |
 //! | [`listener`] | listening sockets (backlog, SO_REUSEPORT workers), accept loops, listener counters |
-//! | [`proxy`] | the data path: TCP proxy with retries, the bidirectional relay |
+//! | [`proxy`] | the data path: TCP proxy with retries, the bidirectional relay, the HTTP reverse proxy, the PROXY protocol codec |
+//! | [`tls`] | certificates and key files, SNI selection, ALPN, server verification: rustls configs for both sides |
 //! | [`runtime`] | start-up, signals, graceful shutdown, the counters table |
 //! | [`demo`] | the embedded default configuration and demo backends behind `ballast demo` |
 //! | [`cli`] | the command line |
@@ -23,4 +24,5 @@ pub mod listener;
 pub mod proxy;
 pub mod runtime;
 pub mod scheduler;
+pub mod tls;
 pub mod upstream;

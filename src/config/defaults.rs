@@ -53,3 +53,15 @@ pub const WEIGHT: u32 = 1;
 pub const WEIGHT_MAX: u32 = 65535;
 /// `listener.splice`.
 pub const SPLICE: bool = true;
+/// `listener.header_timeout`: 60 s, nginx's `client_header_timeout`.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// `listener.request_id_header`.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// `upstream.response_timeout`: 60 s, nginx's `proxy_read_timeout`.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `upstream.keepalive_pool`: idle connections kept per server.
+pub const KEEPALIVE_POOL: usize = 32;
+/// Largest `upstream.keepalive_pool` accepted.
+pub const KEEPALIVE_POOL_MAX: usize = 65535;
+/// `upstream.keepalive_timeout`: 60 s, nginx's upstream `keepalive_timeout`.
+pub const SERVER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);

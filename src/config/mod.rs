@@ -69,11 +69,14 @@ pub enum LogFormat {
     Json,
 }
 
-/// What a listener speaks. Only TCP exists so far; HTTP and UDP join later.
+/// What a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// Layer-4 TCP proxy: bytes are relayed both ways, unparsed.
     Tcp,
+    /// Layer-7 HTTP reverse proxy: HTTP/1.1 and cleartext HTTP/2 (h2c) from clients, routed by
+    /// host and path, kept-alive HTTP/1.1 connections to servers.
+    Http,
 }
 
 impl Protocol {
@@ -81,8 +84,51 @@ impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
         }
     }
+}
+
+/// One `[[listener.route]]` of an HTTP listener, like an nginx `server_name` + `location`: requests
+/// whose host and path match go to `upstream`. Routes are tried in file order; the first match
+/// wins; a request no route matches goes to the listener's `upstream`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// `host`: the Host (without port), lower case; `*.example.com` matches one or more labels
+    /// before `example.com`. `None` = any host.
+    pub host: Option<String>,
+    /// `path_prefix` or `path`: which paths match. `None` = every path.
+    pub path: Option<PathMatch>,
+    /// `upstream`: where matching requests go.
+    pub upstream: String,
+    /// `host_rewrite`: the Host header sent to servers instead of the client's.
+    pub host_rewrite: Option<String>,
+}
+
+/// How a route matches the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// `path_prefix = "/api/"`: the path starts with it (nginx `location /api/`).
+    Prefix(String),
+    /// `path = "/healthz"`: the path is exactly it (nginx `location = /healthz`).
+    Exact(String),
+}
+
+/// HTTP settings of a listener (ignored by TCP listeners).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpListenerConfig {
+    /// `header_timeout`: how long a client may take to send a request's headers (slowloris
+    /// defence; nginx `client_header_timeout`, HAProxy `timeout http-request`). The clock also runs
+    /// while a kept-alive connection waits for its next request, so it is the keep-alive idle
+    /// timeout too (HAProxy `timeout http-keep-alive`). Default: 60 s.
+    pub header_timeout: Duration,
+    /// `forwarded`: also send the RFC 7239 `Forwarded` header. Default: false.
+    pub forwarded: bool,
+    /// `via`: add `Via: 1.1 ballast` to requests and responses. Default: false.
+    pub via: bool,
+    /// `request_id_header`: the header carrying a request id, generated when the client sent
+    /// none. Default: `x-request-id`.
+    pub request_id_header: String,
 }
 
 /// One `[[listener]]`: a virtual service (`ipvsadm -A -t ADDR`), the address clients connect to.
@@ -115,6 +161,10 @@ pub struct ListenerConfig {
     /// `splice`: let a direction that carries bulk data move to splice(2) (zero-copy through a
     /// pipe) once its reads fill a 64 KiB buffer. Default: true.
     pub splice: bool,
+    /// `[[listener.route]]`: HTTP routes, in file order (HTTP listeners only).
+    pub routes: Vec<RouteConfig>,
+    /// HTTP settings (HTTP listeners only; defaults otherwise).
+    pub http: HttpListenerConfig,
 }
 
 /// One `[[upstream]]`: a group of servers behind one scheduler (nginx `upstream`, LVS real servers).
@@ -131,8 +181,25 @@ pub struct UpstreamConfig {
     pub retries: u32,
     /// `tcp_keepalive`: idle time before TCP keepalive probes on server sockets; `None` = off.
     pub tcp_keepalive: Option<Duration>,
+    /// HTTP settings, used when an HTTP listener sends requests here.
+    pub http: HttpUpstreamConfig,
     /// `server`: the members, in file order. At least one.
     pub servers: Vec<ServerConfig>,
+}
+
+/// HTTP settings of an upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpUpstreamConfig {
+    /// `response_timeout`: how long a server may take to send the response headers after the
+    /// request was sent (nginx `proxy_read_timeout`, HAProxy `timeout server`); then 504.
+    /// Default: 60 s.
+    pub response_timeout: Duration,
+    /// `keepalive_pool`: most idle kept-alive connections per server (nginx `keepalive`).
+    /// 0 = a new connection per request. Default: 32.
+    pub keepalive_pool: usize,
+    /// `keepalive_timeout`: an idle pooled connection older than this is closed rather than
+    /// reused (nginx `keepalive_timeout` in `upstream`). Default: 60 s.
+    pub keepalive_timeout: Duration,
 }
 
 /// One `[[upstream.server]]`: a real server.

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use super::validate::{parse, Source};
 use super::{
-    defaults, Config, Global, ListenerConfig, LogFormat, Protocol, ServerConfig, UpstreamConfig,
+    defaults, Config, Global, HttpListenerConfig, HttpUpstreamConfig, ListenerConfig, LogFormat,
+    Protocol, ServerConfig, UpstreamConfig,
 };
 use crate::scheduler::SchedulerKind;
 
@@ -78,7 +79,8 @@ t!(
     unknown_key_lists_allowed_keys_and_guesses,
     concat!(listener!(), "bakclog = 4096\n", upstream!()),
     ["ballast.toml:5:1: listener[0].bakclog: unknown key; allowed: name, bind, protocol, upstream, \
-      backlog, workers, tcp_nodelay, tcp_keepalive, idle_timeout, buffer_size, splice; did you mean backlog?"]
+      backlog, workers, tcp_nodelay, tcp_keepalive, idle_timeout, buffer_size, splice, route, \
+      header_timeout, forwarded, via, request_id_header; did you mean backlog?"]
 );
 
 t!(
@@ -303,8 +305,8 @@ t!(
         "ballast.toml:2:13: global.log_level: \"warning\" is not a log level; allowed: off, error, warn, \
          info, debug, trace, or directives such as \"info,ballast=debug\"",
         "ballast.toml:3:14: global.log_format: \"yaml\" is not a log format; allowed: text, json",
-        "ballast.toml:8:12: listener[0].protocol: \"udp\" is not a supported protocol; allowed: tcp (only \
-         TCP listeners exist so far; http and udp are planned)",
+        "ballast.toml:8:12: listener[0].protocol: \"udp\" is not a supported protocol; allowed: tcp, \
+         http (https and udp are planned)",
         "ballast.toml:15:13: upstream[1].scheduler: \"least\" is not a scheduler; allowed: rr, wrr, lc, \
          wlc, sh, dh, mh, random, p2c",
     ]
@@ -483,6 +485,13 @@ fn complete_file_builds_the_expected_model() {
             idle_timeout: Duration::from_millis(250),
             buffer_size: 16 * 1024,
             splice: false,
+            routes: Vec::new(),
+            http: HttpListenerConfig {
+                header_timeout: defaults::HEADER_TIMEOUT,
+                forwarded: false,
+                via: false,
+                request_id_header: defaults::REQUEST_ID_HEADER.to_owned(),
+            },
         }],
         upstreams: vec![UpstreamConfig {
             name: "web".to_owned(),
@@ -490,6 +499,11 @@ fn complete_file_builds_the_expected_model() {
             connect_timeout: Duration::from_millis(1500),
             retries: 0,
             tcp_keepalive: Some(Duration::from_secs(120)),
+            http: HttpUpstreamConfig {
+                response_timeout: defaults::RESPONSE_TIMEOUT,
+                keepalive_pool: defaults::KEEPALIVE_POOL,
+                keepalive_timeout: defaults::SERVER_KEEPALIVE_TIMEOUT,
+            },
             servers: vec![
                 ServerConfig {
                     address: addr("10.0.0.1:8080"),
@@ -774,4 +788,63 @@ fn corrupted_files_never_panic() {
             assert_sane(&corrupted);
         }
     }
+}
+
+// === HTTP keys ===
+
+t!(
+    routes_on_a_tcp_listener_are_an_error,
+    concat!(listener!(), "[[listener.route]]\npath = \"/x\"\nupstream = \"web\"\n", upstream!()),
+    ["ballast.toml:5:1: listener[0].route[0]: routes need protocol = \"http\"; a tcp listener sends \
+      everything to its upstream"]
+);
+
+t!(
+    bad_routes_are_each_reported,
+    concat!(
+        listener!(),
+        "protocol = \"http\"\nrequest_id_header = \"x request\"\n",
+        "[[listener.route]]\nhost = \"api.example.com:80\"\npath_prefix = \"v1\"\nupstream = \"api\"\n",
+        "[[listener.route]]\npath_prefix = \"/a\"\npath = \"/b\"\nupstream = \"web\"\n",
+        upstream!()
+    ),
+    [
+        "ballast.toml:6:21: listener[0].request_id_header: \"x request\" is not a valid header \
+         name; allowed: letters, digits and !#$%&'*+-.^_`|~",
+        "ballast.toml:8:8: listener[0].route[0].host: \"api.example.com:80\" is not a host name; \
+         allowed: a host name such as \"api.example.com\" or \"*.example.com\", without port",
+        "ballast.toml:9:15: listener[0].route[0].path_prefix: \"v1\" is not a path; it must start \
+         with \"/\" and contain no spaces",
+        "ballast.toml:10:12: listener[0].route[0].upstream: no upstream named \"api\"; defined \
+         upstreams: \"web\"",
+        "ballast.toml:13:8: listener[0].route[1].path: give either path_prefix or path, not both \
+         (path_prefix at line 12)",
+    ]
+);
+
+#[test]
+fn http_listener_with_routes_builds_the_model() {
+    let c = config(concat!(
+        listener!(),
+        "protocol = \"http\"\nforwarded = true\nheader_timeout = \"5s\"\n",
+        "[[listener.route]]\nhost = \"*.Example.com\"\npath = \"/x\"\nupstream = \"web\"\nhost_rewrite = \"in\"\n",
+        "[[upstream]]\nname = \"web\"\nkeepalive_pool = 0\nresponse_timeout = \"2s\"\n",
+        "server = [{ address = \"10.0.0.1:80\" }]\n",
+    ));
+    let l = &c.listeners[0];
+    assert_eq!(l.protocol, Protocol::Http);
+    assert!(l.http.forwarded);
+    assert_eq!(l.http.header_timeout, Duration::from_secs(5));
+    assert_eq!(
+        l.routes,
+        vec![super::RouteConfig {
+            host: Some("*.example.com".to_owned()),
+            path: Some(super::PathMatch::Exact("/x".to_owned())),
+            upstream: "web".to_owned(),
+            host_rewrite: Some("in".to_owned()),
+        }]
+    );
+    let u = &c.upstreams[0];
+    assert_eq!(u.http.keepalive_pool, 0);
+    assert_eq!(u.http.response_timeout, Duration::from_secs(2));
 }

@@ -87,6 +87,33 @@ pub(crate) struct ListenerToml {
     pub(crate) buffer_size: Option<Spanned<SizeToml>>,
     /// `splice`: allow splice(2) for bulk directions.
     pub(crate) splice: Option<bool>,
+    /// `[[listener.route]]`: HTTP routes.
+    #[serde(default)]
+    pub(crate) route: Vec<Spanned<RouteToml>>,
+    /// `header_timeout`: a duration (HTTP).
+    pub(crate) header_timeout: Option<Spanned<DurationToml>>,
+    /// `forwarded`: send RFC 7239 `Forwarded` (HTTP).
+    pub(crate) forwarded: Option<bool>,
+    /// `via`: add `Via` (HTTP).
+    pub(crate) via: Option<bool>,
+    /// `request_id_header`: a header name (HTTP).
+    pub(crate) request_id_header: Option<Spanned<String>>,
+}
+
+/// One `[[listener.route]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteToml {
+    /// `host`: a host name or `*.suffix`.
+    pub(crate) host: Option<Spanned<String>>,
+    /// `path_prefix`: starts with `/`.
+    pub(crate) path_prefix: Option<Spanned<String>>,
+    /// `path`: an exact path, starts with `/`.
+    pub(crate) path: Option<Spanned<String>>,
+    /// `upstream`, required.
+    pub(crate) upstream: Option<Spanned<String>>,
+    /// `host_rewrite`: the Host sent to servers.
+    pub(crate) host_rewrite: Option<Spanned<String>>,
 }
 
 /// One `[[upstream]]`.
@@ -103,6 +130,12 @@ pub(crate) struct UpstreamToml {
     pub(crate) retries: Option<Spanned<i64>>,
     /// `tcp_keepalive`: a duration; absent = off.
     pub(crate) tcp_keepalive: Option<Spanned<DurationToml>>,
+    /// `response_timeout`: a duration (HTTP).
+    pub(crate) response_timeout: Option<Spanned<DurationToml>>,
+    /// `keepalive_pool`: idle connections per server (HTTP).
+    pub(crate) keepalive_pool: Option<Spanned<i64>>,
+    /// `keepalive_timeout`: a duration (HTTP).
+    pub(crate) keepalive_timeout: Option<Spanned<DurationToml>>,
     /// `[[upstream.server]]` tables or an inline `server = [ { … }, … ]` array: both read the same.
     #[serde(default)]
     pub(crate) server: Vec<Spanned<ServerToml>>,

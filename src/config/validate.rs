@@ -42,6 +42,9 @@ use super::toml::{
 use super::{Config, Global, ListenerConfig, LogFormat, Protocol, ServerConfig, UpstreamConfig};
 use crate::scheduler::SchedulerKind;
 
+#[path = "validate_http.rs"]
+mod http;
+
 /// One problem found in a configuration file, with where it is and what would be accepted.
 ///
 /// Displays as `{origin}:{line}:{column}: {key}: {message}` (without `{key}: ` when `key` is
@@ -238,8 +241,8 @@ impl Validator<'_, '_> {
             l.protocol.as_ref(),
             &key("protocol"),
             "a supported protocol",
-            &[("tcp", Protocol::Tcp)],
-            " (only TCP listeners exist so far; http and udp are planned)",
+            &[("tcp", Protocol::Tcp), ("http", Protocol::Http)],
+            " (https and udp are planned)",
             Protocol::Tcp,
         );
         let upstream = self
@@ -280,6 +283,7 @@ impl Validator<'_, '_> {
             )
             .unwrap_or(defaults::IDLE_TIMEOUT);
         let buffer_size = self.size(l.buffer_size.as_ref(), &key("buffer_size"));
+        let (routes, http) = self.listener_http(&base, l, protocol == Protocol::Http);
 
         ListenerConfig {
             name,
@@ -296,6 +300,8 @@ impl Validator<'_, '_> {
             idle_timeout,
             buffer_size,
             splice: l.splice.unwrap_or(defaults::SPLICE),
+            routes,
+            http,
         }
     }
 
@@ -353,9 +359,11 @@ impl Validator<'_, '_> {
             .map(|(i, s)| self.server(&format!("{base}.server[{i}]"), s))
             .collect();
 
+        let http = self.upstream_http(&base, u);
         UpstreamConfig {
             name,
             scheduler,
+            http,
             connect_timeout,
             retries: u32::try_from(retries).unwrap_or(defaults::RETRIES),
             tcp_keepalive,
@@ -434,6 +442,16 @@ impl Validator<'_, '_> {
         let mut binds: HashMap<SocketAddr, usize> = HashMap::new();
         for (i, l) in raw.listener.iter().enumerate() {
             let l = l.get_ref();
+            for (r, route) in l.route.iter().enumerate() {
+                let Some(up) = &route.get_ref().upstream else {
+                    continue;
+                };
+                if !defined.contains(&up.get_ref().as_str()) {
+                    let message = format!("no upstream named {:?}; {defined_list}", up.get_ref());
+                    let key = format!("listener[{i}].route[{r}].upstream");
+                    self.error(up.span().start, &key, message);
+                }
+            }
             if let Some(up) = &l.upstream {
                 if !defined.contains(&up.get_ref().as_str()) {
                     let message = format!("no upstream named {:?}; {defined_list}", up.get_ref());

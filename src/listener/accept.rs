@@ -15,7 +15,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::proxy::tcp::{self, Route};
+use crate::config::Protocol;
+use crate::proxy::{http, tcp, Route};
 
 /// How long a worker pauses after a resource error from accept(2), doubled up to [`BACKOFF_MAX`].
 const BACKOFF_START: Duration = Duration::from_millis(5);
@@ -68,8 +69,12 @@ impl Worker {
                     }
                     let route = Arc::clone(&self.route);
                     let abort = self.abort.clone();
-                    self.tracker
-                        .spawn(async move { tcp::serve(stream, peer, route, abort).await });
+                    match listener.config.protocol {
+                        Protocol::Tcp => self.tracker.spawn(tcp::serve(stream, peer, route, abort)),
+                        Protocol::Http => {
+                            self.tracker.spawn(http::serve(stream, peer, route, abort))
+                        }
+                    };
                 }
                 Err(e) if is_client_gone(&e) => {}
                 Err(e) => {

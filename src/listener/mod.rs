@@ -27,6 +27,10 @@ pub struct ListenerStats {
     pub no_server: AtomicU64,
     /// Client connections that ended because nothing moved for `idle_timeout`.
     pub idle_timeouts: AtomicU64,
+    /// HTTP requests answered 502 because the server failed.
+    pub bad_gateway: AtomicU64,
+    /// HTTP requests answered 504 because the server did not answer in time.
+    pub gateway_timeout: AtomicU64,
     /// Connection directions that moved to splice(2) because they carried bulk data.
     pub spliced: AtomicU64,
     /// accept(2) errors other than a client giving up before it was accepted.
@@ -42,6 +46,8 @@ impl ListenerStats {
             no_server: AtomicU64::new(0),
             idle_timeouts: AtomicU64::new(0),
             spliced: AtomicU64::new(0),
+            bad_gateway: AtomicU64::new(0),
+            gateway_timeout: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
         }
     }

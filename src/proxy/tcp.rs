@@ -19,28 +19,11 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::listener::socket::tune_stream;
-use crate::listener::Listener;
 use crate::proxy::relay::{self, Counters, RelayEnd, Side};
 use crate::scheduler::{PickContext, SchedulerKind};
-use crate::upstream::{Tried, Upstream};
+use crate::upstream::Tried;
 
-/// Where a listener's connections go: the listener (for its settings and counters) and its upstream.
-#[derive(Debug)]
-pub struct Route {
-    /// The listener that accepted.
-    pub listener: Arc<Listener>,
-    /// The upstream that serves it.
-    pub upstream: Arc<Upstream>,
-}
-
-/// Decrements the listener's active count when the connection ends, however it ends.
-struct ActiveGuard<'a>(&'a std::sync::atomic::AtomicU64);
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+use super::{ActiveGuard, Route};
 
 /// Serves one accepted client connection to its end.
 pub async fn serve(
@@ -148,7 +131,7 @@ pub async fn serve(
 }
 
 /// Connects to `addr` within `timeout`.
-async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

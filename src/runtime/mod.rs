@@ -16,9 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::config::Protocol;
 use crate::listener::accept::Worker;
 use crate::listener::{self, Listener, ListenerError, ListenerStats};
-use crate::proxy::tcp::Route;
+use crate::proxy::http::{route::Router, HttpRoutes, HttpUpstream};
+use crate::proxy::Route;
 use crate::upstream::Upstream;
 
 pub mod signals;
@@ -82,6 +84,11 @@ impl Runtime {
             .iter()
             .map(|u| Arc::new(Upstream::new(u.clone())))
             .collect();
+        // Connection pools for HTTP, one set per upstream, shared by every HTTP listener.
+        let http_upstreams: Vec<Arc<HttpUpstream>> = upstreams
+            .iter()
+            .map(|u| Arc::new(HttpUpstream::new(Arc::clone(u))))
+            .collect();
         // Bind everything first: all or nothing.
         let mut bound = Vec::with_capacity(config.listeners.len());
         for lc in &config.listeners {
@@ -105,9 +112,18 @@ impl Runtime {
                     upstream: lc.upstream.clone(),
                 });
             };
+            let http = (lc.protocol == Protocol::Http).then(|| {
+                let router =
+                    Router::new(lc, |name| upstreams.iter().position(|u| u.name() == name));
+                Arc::new(HttpRoutes {
+                    router,
+                    upstreams: http_upstreams.clone(),
+                })
+            });
             let route = Arc::new(Route {
                 listener: Arc::clone(&listener),
                 upstream: Arc::clone(upstream),
+                http,
             });
             let effective_backlog = b.effective_backlog(lc.backlog);
             for (index, socket) in b.sockets.into_iter().enumerate() {

@@ -30,6 +30,8 @@ pub struct ServerStats {
     pub active: AtomicU64,
     /// Connections established to this server since start.
     pub connections: AtomicU64,
+    /// HTTP requests sent to this server.
+    pub requests: AtomicU64,
     /// Connect attempts that failed (refused, unreachable, timed out).
     pub connect_errors: AtomicU64,
     /// Connections that ended with an error after being established (reset, I/O error).

@@ -1,0 +1,181 @@
+//! Validation of the HTTP keys: listener routes and HTTP settings, upstream HTTP settings.
+//!
+//! A child of `validate.rs` (so it shares its `Validator` and value checkers), kept apart so each
+//! file stays readable. Same rules: every problem is collected with its line, column and key path.
+
+use std::time::Duration;
+
+use ::toml::Spanned;
+
+use super::super::toml::{ListenerToml, RouteToml, UpstreamToml};
+use super::super::{defaults, HttpListenerConfig, HttpUpstreamConfig, PathMatch, RouteConfig};
+use super::Validator;
+
+impl Validator<'_, '_> {
+    /// The HTTP settings and routes of `listener[index]`; `is_http` says whether it is an HTTP
+    /// listener (routes on a TCP listener are an error: they would silently do nothing).
+    pub(super) fn listener_http(
+        &mut self,
+        base: &str,
+        l: &ListenerToml,
+        is_http: bool,
+    ) -> (Vec<RouteConfig>, HttpListenerConfig) {
+        let key = |field: &str| format!("{base}.{field}");
+        if !is_http {
+            if let Some(first) = l.route.first() {
+                self.error(
+                    first.span().start,
+                    &format!("{base}.route[0]"),
+                    "routes need protocol = \"http\"; a tcp listener sends everything to its upstream",
+                );
+            }
+        }
+        let routes = l
+            .route
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.route(&format!("{base}.route[{i}]"), r))
+            .collect();
+        let header_timeout = self
+            .duration(
+                l.header_timeout.as_ref(),
+                &key("header_timeout"),
+                Duration::from_millis(1),
+                defaults::DURATION_MAX,
+            )
+            .unwrap_or(defaults::HEADER_TIMEOUT);
+        let request_id_header = match &l.request_id_header {
+            Some(h) => {
+                let name = h.get_ref().to_ascii_lowercase();
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() || name.is_empty() {
+                    let message = format!(
+                        "{:?} is not a valid header name; allowed: letters, digits and !#$%&'*+-.^_`|~",
+                        h.get_ref()
+                    );
+                    self.error(h.span().start, &key("request_id_header"), message);
+                }
+                name
+            }
+            None => defaults::REQUEST_ID_HEADER.to_owned(),
+        };
+        let http = HttpListenerConfig {
+            header_timeout,
+            forwarded: l.forwarded.unwrap_or(false),
+            via: l.via.unwrap_or(false),
+            request_id_header,
+        };
+        (routes, http)
+    }
+
+    fn route(&mut self, base: &str, raw: &Spanned<RouteToml>) -> Option<RouteConfig> {
+        let at = raw.span().start;
+        let key = |field: &str| format!("{base}.{field}");
+        let r = raw.get_ref();
+        let upstream = self.required(
+            r.upstream.as_ref(),
+            at,
+            &key("upstream"),
+            "upstream = \"api\"",
+        );
+        let host = r
+            .host
+            .as_ref()
+            .and_then(|h| self.host(h, &key("host"), true));
+        let host_rewrite = r
+            .host_rewrite
+            .as_ref()
+            .and_then(|h| self.host(h, &key("host_rewrite"), false));
+        let path = match (&r.path_prefix, &r.path) {
+            (Some(p), Some(e)) => {
+                let message = format!(
+                    "give either path_prefix or path, not both (path_prefix at line {})",
+                    self.src.position(p.span().start).0
+                );
+                self.error(e.span().start, &key("path"), message);
+                None
+            }
+            (Some(p), None) => self.path(p, &key("path_prefix")).map(PathMatch::Prefix),
+            (None, Some(e)) => self.path(e, &key("path")).map(PathMatch::Exact),
+            (None, None) => None,
+        };
+        Some(RouteConfig {
+            host,
+            path,
+            upstream: upstream?.get_ref().clone(),
+            host_rewrite,
+        })
+    }
+
+    fn path(&mut self, value: &Spanned<String>, key: &str) -> Option<String> {
+        let p = value.get_ref();
+        if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            let message =
+                format!("{p:?} is not a path; it must start with \"/\" and contain no spaces");
+            self.error(value.span().start, key, message);
+            return None;
+        }
+        Some(p.clone())
+    }
+
+    /// A host name (lower-cased); `*.` prefixes allowed when `wildcard`.
+    fn host(&mut self, value: &Spanned<String>, key: &str, wildcard: bool) -> Option<String> {
+        let h = value.get_ref().to_ascii_lowercase();
+        let bare = match h.strip_prefix("*.") {
+            Some(rest) if wildcard => rest,
+            _ => h.as_str(),
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if bare.is_empty() || bare.len() > 253 || !bare.split('.').all(label_ok) {
+            let allowed = if wildcard {
+                "a host name such as \"api.example.com\" or \"*.example.com\", without port"
+            } else {
+                "a host name such as \"api.internal\", without port"
+            };
+            let message = format!(
+                "{:?} is not a host name; allowed: {allowed}",
+                value.get_ref()
+            );
+            self.error(value.span().start, key, message);
+            return None;
+        }
+        Some(h)
+    }
+
+    /// The HTTP settings of an upstream.
+    pub(super) fn upstream_http(&mut self, base: &str, u: &UpstreamToml) -> HttpUpstreamConfig {
+        let key = |field: &str| format!("{base}.{field}");
+        let response_timeout = self
+            .duration(
+                u.response_timeout.as_ref(),
+                &key("response_timeout"),
+                Duration::from_millis(1),
+                defaults::DURATION_MAX,
+            )
+            .unwrap_or(defaults::RESPONSE_TIMEOUT);
+        let keepalive_pool = self.int(
+            u.keepalive_pool.as_ref(),
+            &key("keepalive_pool"),
+            0,
+            defaults::KEEPALIVE_POOL_MAX as i64,
+            defaults::KEEPALIVE_POOL as i64,
+        );
+        let keepalive_timeout = self
+            .duration(
+                u.keepalive_timeout.as_ref(),
+                &key("keepalive_timeout"),
+                Duration::from_millis(1),
+                defaults::DURATION_MAX,
+            )
+            .unwrap_or(defaults::SERVER_KEEPALIVE_TIMEOUT);
+        HttpUpstreamConfig {
+            response_timeout,
+            keepalive_pool: usize::try_from(keepalive_pool).unwrap_or(defaults::KEEPALIVE_POOL),
+            keepalive_timeout,
+        }
+    }
+}

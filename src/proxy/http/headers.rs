@@ -1,0 +1,168 @@
+//! Header handling between client and server: hop-by-hop headers removed both ways (RFC 9110
+//! §7.6.1), and the forwarding headers servers rely on added to requests.
+//!
+//! * Removed: `Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`, `TE`,
+//!   `Trailer`, `Transfer-Encoding` (hyper re-frames the body itself), `Upgrade`.
+//! * Added to requests: `X-Forwarded-For` (the client address appended to what came in),
+//!   `X-Forwarded-Proto`, `X-Forwarded-Host` (the Host the client asked for), optionally RFC 7239
+//!   `Forwarded` and `Via`, and a request id when the client sent none.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The `Via` value ballast adds.
+pub const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 ballast");
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection are hop-by-hop too; collect them before removing Connection.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// What the forwarding headers say about the client.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The client's address.
+    pub client: IpAddr,
+    /// The Host the client asked for (may be empty).
+    pub host: &'a str,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// Also add RFC 7239 `Forwarded`.
+    pub forwarded: bool,
+    /// Also add `Via`.
+    pub via: bool,
+}
+
+/// Adds X-Forwarded-* (and optionally `Forwarded`, `Via`) to a request going to a server.
+pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let client = f.client.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
+        _ => client.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
+    if !f.host.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(f.host) {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+    }
+    if f.forwarded {
+        // RFC 7239 §6: IPv6 addresses are quoted and bracketed.
+        let node = match f.client {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("\"[{a}]\""),
+        };
+        let mut value = format!("for={node};proto={}", f.proto);
+        if !f.host.is_empty() && f.host.chars().all(|c| c.is_ascii_graphic() && c != '"') {
+            value.push_str(";host=");
+            value.push_str(f.host);
+        }
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.append(header::FORWARDED, v);
+        }
+    }
+    if f.via {
+        headers.append(header::VIA, VIA_VALUE);
+    }
+}
+
+/// Sets `name` to a fresh request id unless the request already has one; returns the id.
+pub fn ensure_request_id(headers: &mut HeaderMap, name: &HeaderName) -> HeaderValue {
+    if let Some(v) = headers.get(name) {
+        return v.clone();
+    }
+    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let v = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"));
+    headers.insert(name.clone(), v.clone());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn forwarding_headers_append_to_an_existing_chain() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+        let f = Forwarding {
+            client: "2001:db8::1".parse().expect("ip"),
+            host: "example.com",
+            proto: "http",
+            forwarded: true,
+            via: true,
+        };
+        add_forwarding(&mut h, &f);
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.7, 2001:db8::1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "example.com");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=\"[2001:db8::1]\";proto=http;host=example.com"
+        );
+        assert_eq!(h[header::VIA], "1.1 ballast");
+    }
+
+    #[test]
+    fn a_request_id_is_kept_or_generated() {
+        let name = HeaderName::from_static("x-request-id");
+        let mut h = HeaderMap::new();
+        let id = ensure_request_id(&mut h, &name);
+        assert_eq!(id.len(), 32);
+        assert_eq!(ensure_request_id(&mut h, &name), id, "kept once present");
+    }
+}

@@ -1,0 +1,443 @@
+//! The HTTP reverse proxy: nginx `upstream` + `proxy_pass`, HAProxy `mode http`.
+//!
+//! ```text
+//! client ─HTTP/1.1 or h2c─▶ hyper server conn ─▶ handle(request)
+//!     route by host + path ─▶ upstream ─▶ scheduler picks a server (per request)
+//!     headers: hop-by-hop out, X-Forwarded-* / Forwarded / Via / request id in
+//!     kept-alive connection from the server's pool, or a new one (connect_timeout; a failed
+//!     connect retries another server, the request is not sent yet so nothing is lost)
+//!     send, wait for the response head (response_timeout) ─▶ stream the body back
+//!     body finished ─▶ the connection returns to the server's pool
+//! ```
+//!
+//! Errors answer the client, never hang it: 503 when no server can take the request, 502 when the
+//! server fails (connect refused everywhere, reset, malformed response), 504 when it does not answer
+//! within `response_timeout`. Each is counted on the listener.
+//!
+//! Built on hyper 1.x: `hyper_util`'s auto builder serves HTTP/1.1 and cleartext HTTP/2 (prior
+//! knowledge) on the same port; servers are spoken to in HTTP/1.1 through
+//! `hyper::client::conn::http1` with ballast's own per-server pool (see [`pool`]), because the
+//! pool must follow the scheduler's per-request choice of server.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::listener::socket::tune_stream;
+use crate::scheduler::PickContext;
+use crate::upstream::{ServerGuard, Tried, Upstream};
+
+pub mod headers;
+pub mod pool;
+pub mod route;
+
+use pool::{Sender, ServerPool};
+use route::Router;
+
+use super::{ActiveGuard, Route};
+
+/// An upstream as HTTP sees it: the upstream and one connection pool per server (indexed like
+/// the snapshot's servers).
+#[derive(Debug)]
+pub struct HttpUpstream {
+    /// The upstream.
+    pub upstream: Arc<Upstream>,
+    /// Kept-alive connections, one pool per server.
+    pub pools: Box<[ServerPool]>,
+}
+
+impl HttpUpstream {
+    /// Pools for every server of `upstream`.
+    pub fn new(upstream: Arc<Upstream>) -> HttpUpstream {
+        let n = upstream.snapshot().servers.len();
+        HttpUpstream {
+            upstream,
+            pools: (0..n).map(|_| ServerPool::default()).collect(),
+        }
+    }
+}
+
+/// What an HTTP listener needs besides its own settings: its routes and the upstreams they name.
+#[derive(Debug)]
+pub struct HttpRoutes {
+    /// The compiled routes; their indices point into `upstreams`.
+    pub router: Router,
+    /// Every upstream of the configuration, shared with other listeners.
+    pub upstreams: Vec<Arc<HttpUpstream>>,
+}
+
+/// Serves one accepted client connection: HTTP/1.1 with keep-alive, or h2c.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    route: Arc<Route>,
+    abort: CancellationToken,
+) {
+    let listener = &route.listener;
+    listener.stats.active.fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveGuard(&listener.stats.active);
+    let Some(http) = route.http.clone() else {
+        return;
+    };
+    let cfg = &listener.config.http;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let ctx = Arc::new(Ctx {
+        route: Arc::clone(&route),
+        http,
+        peer,
+        request_id: HeaderName::from_bytes(cfg.request_id_header.as_bytes())
+            .unwrap_or(HeaderName::from_static("x-request-id")),
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = Arc::clone(&ctx);
+        async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = abort.cancelled() => {
+            // Grace period over: finish the request in flight if it is quick, then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(listener = %listener.config.name, %peer, error = %e, "client connection ended with an error");
+    }
+}
+
+/// Per-connection context shared by its requests.
+struct Ctx {
+    route: Arc<Route>,
+    http: Arc<HttpRoutes>,
+    peer: SocketAddr,
+    request_id: HeaderName,
+}
+
+/// The host a request is for, without port: the URI authority (HTTP/2, absolute-form) or Host.
+fn request_host(req: &Request<Incoming>) -> &str {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    strip_port(raw)
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
+    let listener = &ctx.route.listener;
+    let lcfg = &listener.config;
+    let host_with_port = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let target = ctx.http.router.find(request_host(&req), req.uri().path());
+    let Some(up) = ctx.http.upstreams.get(target.upstream) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no upstream for this request",
+        );
+    };
+
+    // Rewrite the request for the server.
+    let request_id = {
+        let h = req.headers_mut();
+        headers::remove_hop_by_hop(h);
+        headers::add_forwarding(
+            h,
+            &headers::Forwarding {
+                client: ctx.peer.ip(),
+                host: &host_with_port,
+                proto: "http",
+                forwarded: lcfg.http.forwarded,
+                via: lcfg.http.via,
+            },
+        );
+        let host = match target.host_rewrite {
+            Some(h) => Some(h.clone()),
+            None => HeaderValue::from_str(&host_with_port).ok(),
+        };
+        if let Some(host) = host {
+            h.insert(header::HOST, host);
+        }
+        headers::ensure_request_id(h, &ctx.request_id)
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    *req.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+    *req.version_mut() = Version::HTTP_11;
+
+    let mut resp = forward(req, ctx, up).await;
+    let h = resp.headers_mut();
+    headers::remove_hop_by_hop(h);
+    if lcfg.http.via {
+        h.append(header::VIA, headers::VIA_VALUE);
+    }
+    h.insert(ctx.request_id.clone(), request_id);
+    resp
+}
+
+/// Picks a server, gets a connection to it (retrying other servers while connects fail), sends
+/// the request and returns the response, or the error response the client should see.
+async fn forward(req: Request<Incoming>, ctx: &Ctx, up: &Arc<HttpUpstream>) -> Response<ProxyBody> {
+    let listener = &ctx.route.listener;
+    let upstream = &up.upstream;
+    let ucfg = &upstream.config;
+    let snapshot = upstream.snapshot();
+    let pick = PickContext {
+        client: ctx.peer.ip(),
+        local: listener.local_addr.ip(),
+    };
+    let mut tried = Tried::new();
+    for _attempt in 0..=ucfg.retries {
+        let Some(guard) = upstream.select(&snapshot, &pick, &tried) else {
+            break;
+        };
+        let index = guard.index();
+        tried.insert(index);
+        let Some(pool) = up.pools.get(index) else {
+            continue;
+        };
+        let sender = match pool.checkout(ucfg.http.keepalive_timeout) {
+            Some(s) => s,
+            None => match connect(&guard, ctx, up).await {
+                Ok(s) => s,
+                Err(e) => {
+                    guard
+                        .server()
+                        .stats
+                        .connect_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(listener = %listener.config.name, upstream = %ucfg.name,
+                        server = %guard.server().address(), error = %e,
+                        "connect to server failed; trying another");
+                    continue;
+                }
+            },
+        };
+        return send(req, sender, guard, ctx, up).await;
+    }
+    listener.stats.no_server.fetch_add(1, Ordering::Relaxed);
+    upstream.stats.no_server.fetch_add(1, Ordering::Relaxed);
+    error(StatusCode::SERVICE_UNAVAILABLE, "no server is available")
+}
+
+async fn connect(guard: &ServerGuard, ctx: &Ctx, up: &HttpUpstream) -> std::io::Result<Sender> {
+    let server = guard.server();
+    let stream = super::tcp::connect(server.address(), up.upstream.config.connect_timeout).await?;
+    server.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let _ = tune_stream(&stream, ctx.route.listener.config.tcp_nodelay, None);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        // Drives the connection until the server closes it or its pool lets it go.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn send(
+    req: Request<Incoming>,
+    mut sender: Sender,
+    guard: ServerGuard,
+    ctx: &Ctx,
+    up: &Arc<HttpUpstream>,
+) -> Response<ProxyBody> {
+    let listener = &ctx.route.listener;
+    let ucfg = &up.upstream.config;
+    let server = Arc::clone(guard.server());
+    server.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let sent = tokio::time::timeout(ucfg.http.response_timeout, sender.send_request(req)).await;
+    match sent {
+        Ok(Ok(resp)) => {
+            let (parts, body) = resp.into_parts();
+            let body = ProxyBody::Upstream(Box::new(Pooled {
+                body,
+                sender: Some(sender),
+                up: Arc::clone(up),
+                index: guard.index(),
+                _guard: guard,
+            }));
+            Response::from_parts(parts, body)
+        }
+        Ok(Err(e)) => {
+            server.stats.errors.fetch_add(1, Ordering::Relaxed);
+            listener.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(listener = %listener.config.name, server = %server.address(), error = %e,
+                "server failed the request");
+            error(StatusCode::BAD_GATEWAY, "the server failed to answer")
+        }
+        Err(_) => {
+            server.stats.errors.fetch_add(1, Ordering::Relaxed);
+            listener
+                .stats
+                .gateway_timeout
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(listener = %listener.config.name, server = %server.address(),
+                timeout = ?ucfg.http.response_timeout, "server did not answer in time");
+            error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the server did not answer in time",
+            )
+        }
+    }
+}
+
+fn error(status: StatusCode, why: &'static str) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let body = format!("{} {reason}: {why}\n", status.as_u16());
+    let mut resp = Response::new(ProxyBody::Full(Some(Bytes::from(body))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// A response body from a server; when it ends, its connection goes back to the server's pool and
+/// the server's active count drops (the guard).
+pub struct Pooled {
+    body: Incoming,
+    sender: Option<Sender>,
+    up: Arc<HttpUpstream>,
+    index: usize,
+    _guard: ServerGuard,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        // A body hyper never polled (empty: 204, 304, HEAD, Content-Length: 0) still leaves a
+        // reusable connection; one dropped half way does not (hyper closes it).
+        if !self.body.is_end_stream() {
+            return;
+        }
+        let (Some(sender), Ok(rt)) = (self.sender.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let up = Arc::clone(&self.up);
+        let index = self.index;
+        rt.spawn(checkin_when_ready(sender, up, index));
+    }
+}
+
+/// Waits until the connection can take another request, then pools it.
+async fn checkin_when_ready(mut sender: Sender, up: Arc<HttpUpstream>, index: usize) {
+    if sender.ready().await.is_ok() {
+        if let Some(pool) = up.pools.get(index) {
+            pool.checkin(sender, up.upstream.config.http.keepalive_pool);
+        }
+    }
+}
+
+impl Pooled {
+    fn release(&mut self, cx: &mut Context<'_>) {
+        let Some(mut sender) = self.sender.take() else {
+            return;
+        };
+        let max = self.up.upstream.config.http.keepalive_pool;
+        let up = Arc::clone(&self.up);
+        let index = self.index;
+        match sender.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                if let Some(pool) = up.pools.get(index) {
+                    pool.checkin(sender, max);
+                }
+            }
+            Poll::Ready(Err(_)) => {}
+            // The connection finishes reading the response a moment later; wait off this path.
+            Poll::Pending => {
+                tokio::spawn(checkin_when_ready(sender, up, index));
+            }
+        }
+    }
+}
+
+/// The body of a response to a client: streamed from a server, or ballast's own short text.
+pub enum ProxyBody {
+    /// From a server.
+    Upstream(Box<Pooled>),
+    /// Written by ballast (error pages).
+    Full(Option<Bytes>),
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Upstream(p) => {
+                let r = Pin::new(&mut p.body).poll_frame(cx);
+                if let Poll::Ready(None) = r {
+                    p.release(cx);
+                }
+                r
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(data) => data.is_none(),
+            ProxyBody::Upstream(p) => p.body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Upstream(p) => p.body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The HTTP reverse proxy end to end: ballast in this process on 127.0.0.1 in front of real hyper
+//! servers started by the test, driven by real hyper clients (HTTP/1.1 keep-alive and h2c).
+
+mod common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{closed_port, start, PATIENCE};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A hyper HTTP/1.1 server. Each response body is `name=N conn=K` then one line per request
+/// header (`h:name=value`), where K numbers the server's connections (1, 2, …).
+struct Server {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+async fn server(name: &'static str, delay: Duration) -> Server {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (c, r) = (Arc::clone(&connections), Arc::clone(&requests));
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let conn_id = c.fetch_add(1, Ordering::SeqCst) + 1;
+            let r = Arc::clone(&r);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let r = Arc::clone(&r);
+                    async move {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        let mut body = format!("name={name} conn={conn_id} path={}\n", req.uri());
+                        for (k, v) in req.headers() {
+                            body.push_str(&format!("h:{k}={}\n", v.to_str().unwrap_or("?")));
+                        }
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .header("connection", "x-hop")
+                                .header("x-hop", "must not reach the client")
+                                .body(Full::new(Bytes::from(body)))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    Server {
+        addr,
+        connections,
+        requests,
+    }
+}
+
+/// A kept-alive HTTP/1.1 client connection.
+struct Client {
+    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).await.expect("connect");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        Client { sender }
+    }
+
+    async fn get(&mut self, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = Request::get(path).header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Empty::new()).expect("request");
+        tokio::time::timeout(PATIENCE, async {
+            self.sender.ready().await.expect("ready");
+            let resp = self.sender.send_request(req).await.expect("response");
+            Reply::read(resp).await
+        })
+        .await
+        .expect("answer in time")
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    async fn read(resp: Response<hyper::body::Incoming>) -> Reply {
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    fn field(&self, key: &str) -> Option<&str> {
+        self.body
+            .split([' ', '\n'])
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+    }
+
+    fn header_seen(&self, name: &str) -> Option<&str> {
+        let prefix = format!("h:{name}=");
+        self.body
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+    }
+}
+
+fn http_config(listener_extra: &str, upstreams: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"u\"\nworkers = 2\n{listener_extra}\n\n{upstreams}"
+    )
+}
+
+fn upstream(name: &str, scheduler: &str, extra: &str, servers: &[SocketAddr]) -> String {
+    let list: Vec<String> = servers
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\" }}"))
+        .collect();
+    format!(
+        "[[upstream]]\nname = \"{name}\"\nscheduler = \"{scheduler}\"\nconnect_timeout = \"1s\"\n{extra}\nserver = [{}]\n\n",
+        list.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn requests_on_one_client_connection_are_spread_per_request() {
+    let s = [
+        server("a", Duration::ZERO).await,
+        server("b", Duration::ZERO).await,
+        server("c", Duration::ZERO).await,
+    ];
+    let addrs: Vec<SocketAddr> = s.iter().map(|s| s.addr).collect();
+    let rt = start(&http_config("", &upstream("u", "rr", "", &addrs))).await;
+    let mut c = Client::connect(common::addr(&rt)).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..30 {
+        let r = c.get("example.com", "/", &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        *counts
+            .entry(r.field("name").unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(counts.get("a"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("c"), Some(&10), "{counts:?}");
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn server_connections_are_kept_alive_and_reused() {
+    let s = server("a", Duration::ZERO).await;
+    let rt = start(&http_config("", &upstream("u", "rr", "", &[s.addr]))).await;
+    // Three client connections, 100 requests each, one after another.
+    for _ in 0..3 {
+        let mut c = Client::connect(common::addr(&rt)).await;
+        for _ in 0..100 {
+            assert_eq!(c.get("example.com", "/", &[]).await.status, StatusCode::OK);
+        }
+    }
+    assert_eq!(s.requests.load(Ordering::SeqCst), 300);
+    let conns = s.connections.load(Ordering::SeqCst);
+    assert!(
+        conns <= 2,
+        "300 requests should reuse one server connection, saw {conns}"
+    );
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_added_and_hop_by_hop_headers_removed() {
+    let s = server("a", Duration::ZERO).await;
+    let rt = start(&http_config(
+        "forwarded = true\nvia = true",
+        &upstream("u", "rr", "", &[s.addr]),
+    ))
+    .await;
+    let mut c = Client::connect(common::addr(&rt)).await;
+    let r = c
+        .get(
+            "Example.com:8080",
+            "/p?q=1",
+            &[
+                ("x-forwarded-for", "203.0.113.9"),
+                ("connection", "x-private"),
+                ("x-private", "secret"),
+                ("keep-alive", "timeout=5"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.field("path"), Some("/p?q=1"));
+    assert_eq!(
+        r.header_seen("host"),
+        Some("Example.com:8080"),
+        "Host preserved"
+    );
+    assert_eq!(
+        r.header_seen("x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(r.header_seen("x-forwarded-proto"), Some("http"));
+    assert_eq!(r.header_seen("x-forwarded-host"), Some("Example.com:8080"));
+    assert_eq!(
+        r.header_seen("forwarded"),
+        Some("for=127.0.0.1;proto=http;host=Example.com:8080")
+    );
+    assert_eq!(r.header_seen("via"), Some("1.1 ballast"));
+    assert_eq!(r.header_seen("x-private"), None);
+    assert_eq!(r.header_seen("keep-alive"), None);
+    let id = r.header_seen("x-request-id").expect("request id generated");
+    assert_eq!(id.len(), 32);
+    assert_eq!(
+        r.headers["x-request-id"], id,
+        "request id returned to the client"
+    );
+    assert!(
+        r.headers.get("x-hop").is_none(),
+        "hop-by-hop response header removed"
+    );
+    assert_eq!(r.headers["via"], "1.1 ballast");
+
+    let r = c
+        .get("example.com", "/", &[("x-request-id", "abc-123")])
+        .await;
+    assert_eq!(
+        r.header_seen("x-request-id"),
+        Some("abc-123"),
+        "a client's id is kept"
+    );
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn routes_pick_upstreams_by_host_and_path() {
+    let (d, a, b) = (
+        server("d", Duration::ZERO).await,
+        server("a", Duration::ZERO).await,
+        server("b", Duration::ZERO).await,
+    );
+    let routes = "[[listener.route]]\npath = \"/healthz\"\nupstream = \"b\"\n\
+                  [[listener.route]]\nhost = \"api.example.com\"\npath_prefix = \"/v1/\"\nupstream = \"a\"\n\
+                  [[listener.route]]\nhost = \"*.example.com\"\nupstream = \"b\"\nhost_rewrite = \"b.internal\"\n";
+    let ups = format!(
+        "{}{}{}",
+        upstream("u", "rr", "", &[d.addr]),
+        upstream("a", "rr", "", &[a.addr]),
+        upstream("b", "rr", "", &[b.addr])
+    );
+    let rt = start(&http_config(routes, &ups)).await;
+    let mut c = Client::connect(common::addr(&rt)).await;
+    let cases = [
+        ("x.org", "/healthz", "b"),
+        ("x.org", "/healthz/deep", "d"),
+        ("api.example.com:81", "/v1/users", "a"),
+        ("api.example.com", "/v2/users", "b"),
+        ("www.example.com", "/", "b"),
+        ("example.com", "/", "d"),
+    ];
+    for (host, path, want) in cases {
+        let r = c.get(host, path, &[]).await;
+        assert_eq!(r.field("name"), Some(want), "{host}{path}");
+    }
+    let r = c.get("www.example.com", "/", &[]).await;
+    assert_eq!(r.header_seen("host"), Some("b.internal"), "host_rewrite");
+    assert_eq!(r.header_seen("x-forwarded-host"), Some("www.example.com"));
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn h2c_clients_are_served() {
+    let s = server("a", Duration::ZERO).await;
+    let rt = start(&http_config("", &upstream("u", "rr", "", &[s.addr]))).await;
+    let stream = TcpStream::connect(common::addr(&rt))
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    for _ in 0..5 {
+        let req = Request::get("http://h2.example/x")
+            .body(Empty::<Bytes>::new())
+            .expect("req");
+        let resp = tokio::time::timeout(PATIENCE, sender.send_request(req))
+            .await
+            .expect("in time")
+            .expect("response");
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let r = Reply::read(resp).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            r.header_seen("host"),
+            Some("h2.example"),
+            "authority becomes Host"
+        );
+        assert_eq!(r.field("path"), Some("/x"));
+    }
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn refused_servers_are_retried_and_no_server_is_a_503() {
+    let s = server("a", Duration::ZERO).await;
+    let dead = closed_port().await;
+    let rt = start(&http_config("", &upstream("u", "rr", "", &[dead, s.addr]))).await;
+    let mut c = Client::connect(common::addr(&rt)).await;
+    for _ in 0..10 {
+        assert_eq!(c.get("x", "/", &[]).await.status, StatusCode::OK);
+    }
+    rt.shutdown(Duration::from_secs(1)).await;
+
+    let rt = start(&http_config("", &upstream("u", "rr", "", &[dead]))).await;
+    let mut c = Client::connect(common::addr(&rt)).await;
+    let r = c.get("x", "/", &[]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.body.starts_with("503 Service Unavailable"), "{}", r.body);
+    let l = rt.listener("l").expect("l");
+    assert_eq!(l.stats.no_server.load(Ordering::Relaxed), 1);
+    // The client connection stays usable after an error answer.
+    assert_eq!(
+        c.get("x", "/", &[]).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_slow_server_is_a_504_and_a_broken_one_a_502() {
+    let slow = server("slow", Duration::from_secs(3)).await;
+    let rt = start(&http_config(
+        "",
+        &upstream("u", "rr", "response_timeout = \"300ms\"", &[slow.addr]),
+    ))
+    .await;
+    let mut c = Client::connect(common::addr(&rt)).await;
+    let started = tokio::time::Instant::now();
+    let r = c.get("x", "/", &[]).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let l = rt.listener("l").expect("l");
+    assert_eq!(l.stats.gateway_timeout.load(Ordering::Relaxed), 1);
+    rt.shutdown(Duration::from_secs(1)).await;
+
+    // A server that reads the request and closes without answering.
+    let broken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let broken_addr = broken.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = broken.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+        }
+    });
+    let rt = start(&http_config("", &upstream("u", "rr", "", &[broken_addr]))).await;
+    let mut c = Client::connect(common::addr(&rt)).await;
+    let r = c.get("x", "/", &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    let l = rt.listener("l").expect("l");
+    assert_eq!(l.stats.bad_gateway.load(Ordering::Relaxed), 1);
+    rt.shutdown(Duration::from_secs(1)).await;
+}
