@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use crate::proxy::proxy_protocol::{TrustedSources, Version as ProxyVersion};
 use crate::scheduler::SchedulerKind;
 
 pub mod defaults;
@@ -161,6 +162,9 @@ pub struct ListenerConfig {
     /// `splice`: let a direction that carries bulk data move to splice(2) (zero-copy through a
     /// pipe) once its reads fill a 64 KiB buffer. Default: true.
     pub splice: bool,
+    /// `accept_proxy`: accept a PROXY protocol header (v1 or v2) from these networks only, and
+    /// use the client address it carries. `None` = no PROXY header expected (default).
+    pub accept_proxy: Option<TrustedSources>,
     /// `[[listener.route]]`: HTTP routes, in file order (HTTP listeners only).
     pub routes: Vec<RouteConfig>,
     /// HTTP settings (HTTP listeners only; defaults otherwise).
@@ -181,6 +185,10 @@ pub struct UpstreamConfig {
     pub retries: u32,
     /// `tcp_keepalive`: idle time before TCP keepalive probes on server sockets; `None` = off.
     pub tcp_keepalive: Option<Duration>,
+    /// `send_proxy`: send a PROXY protocol header (`v1` or `v2`) on every connection to a
+    /// server, so it sees the client's address (HAProxy `send-proxy` / `send-proxy-v2`). TCP
+    /// listeners only. Default: none.
+    pub send_proxy: Option<ProxyVersion>,
     /// HTTP settings, used when an HTTP listener sends requests here.
     pub http: HttpUpstreamConfig,
     /// `server`: the members, in file order. At least one.

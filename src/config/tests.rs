@@ -79,8 +79,8 @@ t!(
     unknown_key_lists_allowed_keys_and_guesses,
     concat!(listener!(), "bakclog = 4096\n", upstream!()),
     ["ballast.toml:5:1: listener[0].bakclog: unknown key; allowed: name, bind, protocol, upstream, \
-      backlog, workers, tcp_nodelay, tcp_keepalive, idle_timeout, buffer_size, splice, route, \
-      header_timeout, forwarded, via, request_id_header; did you mean backlog?"]
+      backlog, workers, tcp_nodelay, tcp_keepalive, idle_timeout, buffer_size, splice, \
+      accept_proxy, route, header_timeout, forwarded, via, request_id_header; did you mean backlog?"]
 );
 
 t!(
@@ -485,6 +485,7 @@ fn complete_file_builds_the_expected_model() {
             idle_timeout: Duration::from_millis(250),
             buffer_size: 16 * 1024,
             splice: false,
+            accept_proxy: None,
             routes: Vec::new(),
             http: HttpListenerConfig {
                 header_timeout: defaults::HEADER_TIMEOUT,
@@ -499,6 +500,7 @@ fn complete_file_builds_the_expected_model() {
             connect_timeout: Duration::from_millis(1500),
             retries: 0,
             tcp_keepalive: Some(Duration::from_secs(120)),
+            send_proxy: None,
             http: HttpUpstreamConfig {
                 response_timeout: defaults::RESPONSE_TIMEOUT,
                 keepalive_pool: defaults::KEEPALIVE_POOL,

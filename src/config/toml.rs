@@ -87,6 +87,8 @@ pub(crate) struct ListenerToml {
     pub(crate) buffer_size: Option<Spanned<SizeToml>>,
     /// `splice`: allow splice(2) for bulk directions.
     pub(crate) splice: Option<bool>,
+    /// `accept_proxy`: trusted networks for incoming PROXY headers.
+    pub(crate) accept_proxy: Option<Spanned<Vec<Spanned<String>>>>,
     /// `[[listener.route]]`: HTTP routes.
     #[serde(default)]
     pub(crate) route: Vec<Spanned<RouteToml>>,
@@ -130,6 +132,8 @@ pub(crate) struct UpstreamToml {
     pub(crate) retries: Option<Spanned<i64>>,
     /// `tcp_keepalive`: a duration; absent = off.
     pub(crate) tcp_keepalive: Option<Spanned<DurationToml>>,
+    /// `send_proxy`: `v1` or `v2`.
+    pub(crate) send_proxy: Option<Spanned<String>>,
     /// `response_timeout`: a duration (HTTP).
     pub(crate) response_timeout: Option<Spanned<DurationToml>>,
     /// `keepalive_pool`: idle connections per server (HTTP).

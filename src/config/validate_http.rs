@@ -8,8 +8,12 @@ use std::time::Duration;
 use ::toml::Spanned;
 
 use super::super::toml::{ListenerToml, RouteToml, UpstreamToml};
-use super::super::{defaults, HttpListenerConfig, HttpUpstreamConfig, PathMatch, RouteConfig};
+use super::super::{
+    defaults, HttpListenerConfig, HttpUpstreamConfig, PathMatch, ProxyVersion, RouteConfig,
+    TrustedSources,
+};
 use super::Validator;
+use crate::proxy::proxy_protocol::Cidr;
 
 impl Validator<'_, '_> {
     /// The HTTP settings and routes of `listener[index]`; `is_http` says whether it is an HTTP
@@ -144,6 +148,44 @@ impl Validator<'_, '_> {
             return None;
         }
         Some(h)
+    }
+
+    /// `accept_proxy`: the trusted networks, each checked; `None` when absent.
+    pub(super) fn accept_proxy(&mut self, base: &str, l: &ListenerToml) -> Option<TrustedSources> {
+        let list = l.accept_proxy.as_ref()?;
+        let key = format!("{base}.accept_proxy");
+        if list.get_ref().is_empty() {
+            self.error(
+                list.span().start,
+                &key,
+                "an empty list trusts nobody; list the networks of the balancers in front, such as [\"10.0.0.0/8\"]",
+            );
+            return None;
+        }
+        let mut nets = Vec::new();
+        for (i, entry) in list.get_ref().iter().enumerate() {
+            match Cidr::parse(entry.get_ref()) {
+                Ok(c) => nets.push(c),
+                Err(e) => {
+                    let message = format!("{:?}: {e}", entry.get_ref());
+                    self.error(entry.span().start, &format!("{key}[{i}]"), message);
+                }
+            }
+        }
+        Some(TrustedSources::new(nets))
+    }
+
+    /// `send_proxy`: `v1` or `v2`; `None` when absent.
+    pub(super) fn send_proxy(&mut self, base: &str, u: &UpstreamToml) -> Option<ProxyVersion> {
+        let value = u.send_proxy.as_ref()?;
+        Some(self.choice(
+            Some(value),
+            &format!("{base}.send_proxy"),
+            "a PROXY protocol version",
+            &[("v1", ProxyVersion::V1), ("v2", ProxyVersion::V2)],
+            "",
+            ProxyVersion::V2,
+        ))
     }
 
     /// The HTTP settings of an upstream.

@@ -27,6 +27,9 @@ pub struct ListenerStats {
     pub no_server: AtomicU64,
     /// Client connections that ended because nothing moved for `idle_timeout`.
     pub idle_timeouts: AtomicU64,
+    /// Connections refused because a PROXY header was expected and missing, bad, or came from an
+    /// untrusted peer.
+    pub proxy_refused: AtomicU64,
     /// HTTP requests answered 502 because the server failed.
     pub bad_gateway: AtomicU64,
     /// HTTP requests answered 504 because the server did not answer in time.
@@ -47,6 +50,7 @@ impl ListenerStats {
             idle_timeouts: AtomicU64::new(0),
             spliced: AtomicU64::new(0),
             bad_gateway: AtomicU64::new(0),
+            proxy_refused: AtomicU64::new(0),
             gateway_timeout: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
         }

@@ -5,8 +5,11 @@
 //! reset propagation. [`http`] is the L7 reverse proxy: it routes each request by host and path
 //! and forwards it over kept-alive connections.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use tokio::net::TcpStream;
 
 use crate::listener::Listener;
 use crate::upstream::Upstream;
@@ -35,5 +38,38 @@ pub(crate) struct ActiveGuard<'a>(pub(crate) &'a AtomicU64);
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The client's addresses as the proxy should see them: the socket's, or, on a listener with
+/// `accept_proxy`, those of the PROXY header the trusted balancer in front sent. `None` means the
+/// connection was refused (untrusted peer, bad or missing header) and is counted; the caller just
+/// drops it.
+pub(crate) async fn client_addresses(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    listener: &Listener,
+) -> Option<(SocketAddr, SocketAddr)> {
+    let Some(trusted) = &listener.config.accept_proxy else {
+        return Some((peer, listener.local_addr));
+    };
+    let name = &listener.config.name;
+    if !trusted.contains(peer.ip()) {
+        listener.stats.proxy_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(listener = %name, %peer, "refused: PROXY header expected, but the peer is not in accept_proxy");
+        return None;
+    }
+    let timeout = listener.config.http.header_timeout;
+    match proxy_protocol::read_header(stream, timeout).await {
+        Ok(proxy_protocol::ProxyHeader::Proxied {
+            source,
+            destination,
+        }) => Some((source, destination)),
+        Ok(proxy_protocol::ProxyHeader::Local) => Some((peer, listener.local_addr)),
+        Err(e) => {
+            listener.stats.proxy_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(listener = %name, %peer, reason = e.reason(), "refused: bad PROXY header");
+            None
+        }
     }
 }

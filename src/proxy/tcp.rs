@@ -23,11 +23,12 @@ use crate::proxy::relay::{self, Counters, RelayEnd, Side};
 use crate::scheduler::{PickContext, SchedulerKind};
 use crate::upstream::Tried;
 
-use super::{ActiveGuard, Route};
+use super::proxy_protocol::write_header;
+use super::{client_addresses, ActiveGuard, Route};
 
 /// Serves one accepted client connection to its end.
 pub async fn serve(
-    client: TcpStream,
+    mut client: TcpStream,
     peer: SocketAddr,
     route: Arc<Route>,
     abort: CancellationToken,
@@ -37,6 +38,9 @@ pub async fn serve(
     listener.stats.active.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveGuard(&listener.stats.active);
     let lcfg = &listener.config;
+    let Some((peer, destination)) = client_addresses(&mut client, peer, listener).await else {
+        return;
+    };
     // The address the client connected to matters only to `dh`, and differs from the listener's
     // only when it is bound to a wildcard; skip the getsockname(2) otherwise.
     let bound = listener.local_addr.ip();
@@ -53,7 +57,6 @@ pub async fn serve(
     let snapshot = upstream.snapshot();
     let mut tried = Tried::new();
     let ucfg = &upstream.config;
-    let mut client = client;
 
     for _attempt in 0..=ucfg.retries {
         let Some(guard) = upstream.select(&snapshot, &ctx, &tried) else {
@@ -74,6 +77,14 @@ pub async fn serve(
         server.stats.connections.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = tune_stream(&stream, lcfg.tcp_nodelay, ucfg.tcp_keepalive) {
             tracing::debug!(server = %addr, error = %e, "cannot set server socket options");
+        }
+        if let Some(version) = ucfg.send_proxy {
+            if let Err(e) = write_header(&mut stream, version, peer, destination).await {
+                server.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(server = %addr, error = %e, "cannot send the PROXY header");
+                reset_on_close(&client);
+                return;
+            }
         }
         tracing::debug!(listener = %lcfg.name, %peer, server = %addr, "proxying");
         let counters = Counters {

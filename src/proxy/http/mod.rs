@@ -45,7 +45,7 @@ pub mod route;
 use pool::{Sender, ServerPool};
 use route::Router;
 
-use super::{ActiveGuard, Route};
+use super::{client_addresses, ActiveGuard, Route};
 
 /// An upstream as HTTP sees it: the upstream and one connection pool per server (indexed like
 /// the snapshot's servers).
@@ -79,7 +79,7 @@ pub struct HttpRoutes {
 
 /// Serves one accepted client connection: HTTP/1.1 with keep-alive, or h2c.
 pub async fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     route: Arc<Route>,
     abort: CancellationToken,
@@ -87,6 +87,9 @@ pub async fn serve(
     let listener = &route.listener;
     listener.stats.active.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveGuard(&listener.stats.active);
+    let Some((peer, _)) = client_addresses(&mut stream, peer, listener).await else {
+        return;
+    };
     let Some(http) = route.http.clone() else {
         return;
     };
@@ -241,7 +244,7 @@ async fn forward(req: Request<Incoming>, ctx: &Ctx, up: &Arc<HttpUpstream>) -> R
         let Some(pool) = up.pools.get(index) else {
             continue;
         };
-        let sender = match pool.checkout(ucfg.http.keepalive_timeout) {
+        let sender = match pool.checkout(ucfg.http.keepalive_timeout).await {
             Some(s) => s,
             None => match connect(&guard, ctx, up).await {
                 Ok(s) => s,
@@ -353,47 +356,20 @@ impl Drop for Pooled {
     fn drop(&mut self) {
         // A body hyper never polled (empty: 204, 304, HEAD, Content-Length: 0) still leaves a
         // reusable connection; one dropped half way does not (hyper closes it).
-        if !self.body.is_end_stream() {
-            return;
-        }
-        let (Some(sender), Ok(rt)) = (self.sender.take(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        let up = Arc::clone(&self.up);
-        let index = self.index;
-        rt.spawn(checkin_when_ready(sender, up, index));
-    }
-}
-
-/// Waits until the connection can take another request, then pools it.
-async fn checkin_when_ready(mut sender: Sender, up: Arc<HttpUpstream>, index: usize) {
-    if sender.ready().await.is_ok() {
-        if let Some(pool) = up.pools.get(index) {
-            pool.checkin(sender, up.upstream.config.http.keepalive_pool);
+        if self.body.is_end_stream() {
+            self.release();
         }
     }
 }
 
 impl Pooled {
-    fn release(&mut self, cx: &mut Context<'_>) {
-        let Some(mut sender) = self.sender.take() else {
+    /// Returns the connection to its server's pool (once).
+    fn release(&mut self) {
+        let Some(sender) = self.sender.take() else {
             return;
         };
-        let max = self.up.upstream.config.http.keepalive_pool;
-        let up = Arc::clone(&self.up);
-        let index = self.index;
-        match sender.poll_ready(cx) {
-            Poll::Ready(Ok(())) => {
-                if let Some(pool) = up.pools.get(index) {
-                    pool.checkin(sender, max);
-                }
-            }
-            Poll::Ready(Err(_)) => {}
-            // The connection finishes reading the response a moment later; wait off this path.
-            Poll::Pending => {
-                tokio::spawn(checkin_when_ready(sender, up, index));
-            }
+        if let Some(pool) = self.up.pools.get(self.index) {
+            pool.checkin(sender, self.up.upstream.config.http.keepalive_pool);
         }
     }
 }
@@ -419,7 +395,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(p) => {
                 let r = Pin::new(&mut p.body).poll_frame(cx);
                 if let Poll::Ready(None) = r {
-                    p.release(cx);
+                    p.release();
                 }
                 r
             }

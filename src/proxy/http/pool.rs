@@ -23,17 +23,24 @@ pub struct ServerPool {
 }
 
 impl ServerPool {
-    /// An idle connection ready for a request, if one is kept and not too old.
-    pub fn checkout(&self, max_idle: Duration) -> Option<Sender> {
-        let Ok(mut idle) = self.idle.lock() else {
-            return None;
-        };
-        while let Some((sender, since)) = idle.pop() {
-            if since.elapsed() <= max_idle && sender.is_ready() {
+    /// An idle connection ready for a request, if one is kept and not too old. A connection is
+    /// checked in the moment its response body ends, when hyper may not yet have marked it idle,
+    /// so this waits (briefly) for it to become ready; one the server closed is dropped.
+    pub async fn checkout(&self, max_idle: Duration) -> Option<Sender> {
+        loop {
+            let (mut sender, since) = {
+                let Ok(mut idle) = self.idle.lock() else {
+                    return None;
+                };
+                idle.pop()?
+            };
+            if since.elapsed() > max_idle || sender.is_closed() {
+                continue;
+            }
+            if sender.ready().await.is_ok() {
                 return Some(sender);
             }
         }
-        None
     }
 
     /// Keeps a connection whose exchange is complete, unless `max` are already kept.
