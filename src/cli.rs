@@ -71,6 +71,20 @@ pub fn main(cli: Cli) -> ExitCode {
 
 fn check(path: &std::path::Path) -> Result<()> {
     let cfg = Config::load(path)?;
+    // Certificates are files of their own: load them exactly as `run` will.
+    let mut tls_errors = Vec::new();
+    for l in cfg.listeners.iter().filter(|l| !l.certificates.is_empty()) {
+        if let Err(e) = crate::tls::check(&l.certificates) {
+            tls_errors.push(format!(
+                "listener \"{}\": {:#}",
+                l.name,
+                anyhow::Error::new(e)
+            ));
+        }
+    }
+    if !tls_errors.is_empty() {
+        anyhow::bail!("{}", tls_errors.join("\n"));
+    }
     for warning in warnings(&cfg) {
         println!("warning: {warning}");
     }

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 pub use crate::proxy::proxy_protocol::{TrustedSources, Version as ProxyVersion};
 use crate::scheduler::SchedulerKind;
+pub use crate::tls::CertSource;
 
 pub mod defaults;
 mod toml;
@@ -78,6 +79,8 @@ pub enum Protocol {
     /// Layer-7 HTTP reverse proxy: HTTP/1.1 and cleartext HTTP/2 (h2c) from clients, routed by
     /// host and path, kept-alive HTTP/1.1 connections to servers.
     Http,
+    /// As `Http`, behind TLS termination: certificates chosen by SNI, ALPN `h2` and `http/1.1`.
+    Https,
 }
 
 impl Protocol {
@@ -86,7 +89,13 @@ impl Protocol {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Http => "http",
+            Protocol::Https => "https",
         }
+    }
+
+    /// Whether this listener speaks HTTP (with or without TLS).
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Https)
     }
 }
 
@@ -165,6 +174,10 @@ pub struct ListenerConfig {
     /// `accept_proxy`: accept a PROXY protocol header (v1 or v2) from these networks only, and
     /// use the client address it carries. `None` = no PROXY header expected (default).
     pub accept_proxy: Option<TrustedSources>,
+    /// `[[listener.certificate]]`: the certificates of an `https` listener (at least one; the
+    /// first is the default when SNI matches none). Relative paths are resolved against the
+    /// directory of the configuration file.
+    pub certificates: Vec<CertSource>,
     /// `[[listener.route]]`: HTTP routes, in file order (HTTP listeners only).
     pub routes: Vec<RouteConfig>,
     /// HTTP settings (HTTP listeners only; defaults otherwise).

@@ -80,7 +80,7 @@ t!(
     concat!(listener!(), "bakclog = 4096\n", upstream!()),
     ["ballast.toml:5:1: listener[0].bakclog: unknown key; allowed: name, bind, protocol, upstream, \
       backlog, workers, tcp_nodelay, tcp_keepalive, idle_timeout, buffer_size, splice, \
-      accept_proxy, route, header_timeout, forwarded, via, request_id_header; did you mean backlog?"]
+      accept_proxy, certificate, route, header_timeout, forwarded, via, request_id_header; did you mean backlog?"]
 );
 
 t!(
@@ -306,7 +306,7 @@ t!(
          info, debug, trace, or directives such as \"info,ballast=debug\"",
         "ballast.toml:3:14: global.log_format: \"yaml\" is not a log format; allowed: text, json",
         "ballast.toml:8:12: listener[0].protocol: \"udp\" is not a supported protocol; allowed: tcp, \
-         http (https and udp are planned)",
+         http, https (udp is planned)",
         "ballast.toml:15:13: upstream[1].scheduler: \"least\" is not a scheduler; allowed: rr, wrr, lc, \
          wlc, sh, dh, mh, random, p2c",
     ]
@@ -486,6 +486,7 @@ fn complete_file_builds_the_expected_model() {
             buffer_size: 16 * 1024,
             splice: false,
             accept_proxy: None,
+            certificates: Vec::new(),
             routes: Vec::new(),
             http: HttpListenerConfig {
                 header_timeout: defaults::HEADER_TIMEOUT,
@@ -849,4 +850,41 @@ fn http_listener_with_routes_builds_the_model() {
     let u = &c.upstreams[0];
     assert_eq!(u.http.keepalive_pool, 0);
     assert_eq!(u.http.response_timeout, Duration::from_secs(2));
+}
+
+t!(
+    https_needs_a_certificate_and_http_takes_none,
+    concat!(
+        listener!(),
+        "protocol = \"https\"\n",
+        "[[listener]]\nname = \"b\"\nbind = \"0.0.0.0:81\"\nupstream = \"web\"\nprotocol = \"http\"\n",
+        "[[listener.certificate]]\ncert_file = \"a.pem\"\n",
+        upstream!()
+    ),
+    [
+        "ballast.toml:1:1: listener[0].certificate: an https listener needs at least one \
+         [[listener.certificate]] with cert_file and key_file",
+        "ballast.toml:11:1: listener[1].certificate[0]: certificates need protocol = \"https\"",
+    ]
+);
+
+#[test]
+fn certificate_paths_are_relative_to_the_config_file() {
+    let text = concat!(
+        listener!(),
+        "protocol = \"https\"\n[[listener.certificate]]\ncert_file = \"tls/site.pem\"\n",
+        "key_file = \"/abs/site.key\"\nserver_names = [\"www.example.com\", \"*.example.org\"]\n",
+        upstream!()
+    );
+    let c = match parse(text, "/etc/ballast/ballast.toml") {
+        Ok(c) => c,
+        Err(d) => panic!("{d:?}"),
+    };
+    let cert = &c.listeners[0].certificates[0];
+    assert_eq!(
+        cert.cert_file,
+        std::path::Path::new("/etc/ballast/tls/site.pem")
+    );
+    assert_eq!(cert.key_file, std::path::Path::new("/abs/site.key"));
+    assert_eq!(cert.server_names, ["www.example.com", "*.example.org"]);
 }

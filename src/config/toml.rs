@@ -89,6 +89,9 @@ pub(crate) struct ListenerToml {
     pub(crate) splice: Option<bool>,
     /// `accept_proxy`: trusted networks for incoming PROXY headers.
     pub(crate) accept_proxy: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `[[listener.certificate]]`: certificates of an https listener.
+    #[serde(default)]
+    pub(crate) certificate: Vec<Spanned<CertificateToml>>,
     /// `[[listener.route]]`: HTTP routes.
     #[serde(default)]
     pub(crate) route: Vec<Spanned<RouteToml>>,
@@ -100,6 +103,19 @@ pub(crate) struct ListenerToml {
     pub(crate) via: Option<bool>,
     /// `request_id_header`: a header name (HTTP).
     pub(crate) request_id_header: Option<Spanned<String>>,
+}
+
+/// One `[[listener.certificate]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CertificateToml {
+    /// `cert_file`, required: PEM chain.
+    pub(crate) cert_file: Option<Spanned<String>>,
+    /// `key_file`, required: PEM private key.
+    pub(crate) key_file: Option<Spanned<String>>,
+    /// `server_names`: names served; empty = the certificate's DNS names.
+    #[serde(default)]
+    pub(crate) server_names: Vec<Spanned<String>>,
 }
 
 /// One `[[listener.route]]`.

@@ -241,8 +241,12 @@ impl Validator<'_, '_> {
             l.protocol.as_ref(),
             &key("protocol"),
             "a supported protocol",
-            &[("tcp", Protocol::Tcp), ("http", Protocol::Http)],
-            " (https and udp are planned)",
+            &[
+                ("tcp", Protocol::Tcp),
+                ("http", Protocol::Http),
+                ("https", Protocol::Https),
+            ],
+            " (udp is planned)",
             Protocol::Tcp,
         );
         let upstream = self
@@ -283,7 +287,8 @@ impl Validator<'_, '_> {
             )
             .unwrap_or(defaults::IDLE_TIMEOUT);
         let buffer_size = self.size(l.buffer_size.as_ref(), &key("buffer_size"));
-        let (routes, http) = self.listener_http(&base, l, protocol == Protocol::Http);
+        let (routes, http) = self.listener_http(&base, l, protocol.is_http());
+        let certificates = self.certificates(&base, at, l, protocol == Protocol::Https);
         let accept_proxy = self.accept_proxy(&base, l);
 
         ListenerConfig {
@@ -302,6 +307,7 @@ impl Validator<'_, '_> {
             buffer_size,
             splice: l.splice.unwrap_or(defaults::SPLICE),
             accept_proxy,
+            certificates,
             routes,
             http,
         }
@@ -446,7 +452,10 @@ impl Validator<'_, '_> {
         // PROXY headers describe one client; pooled HTTP connections carry many.
         for (i, l) in raw.listener.iter().enumerate() {
             let l = l.get_ref();
-            let is_http = l.protocol.as_ref().is_some_and(|p| p.get_ref() == "http");
+            let is_http = l
+                .protocol
+                .as_ref()
+                .is_some_and(|p| p.get_ref() == "http" || p.get_ref() == "https");
             if !is_http {
                 continue;
             }

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use ::toml::Spanned;
 
+use std::path::{Path, PathBuf};
+
 use super::super::toml::{ListenerToml, RouteToml, UpstreamToml};
 use super::super::{
-    defaults, HttpListenerConfig, HttpUpstreamConfig, PathMatch, ProxyVersion, RouteConfig,
-    TrustedSources,
+    defaults, CertSource, HttpListenerConfig, HttpUpstreamConfig, PathMatch, ProxyVersion,
+    RouteConfig, TrustedSources,
 };
 use super::Validator;
 use crate::proxy::proxy_protocol::Cidr;
@@ -148,6 +150,79 @@ impl Validator<'_, '_> {
             return None;
         }
         Some(h)
+    }
+
+    /// `[[listener.certificate]]`: required (at least one) on https listeners, refused elsewhere.
+    /// Paths are resolved against the configuration file's directory; the files themselves are
+    /// read later (by `ballast check` and at start), so parsing stays free of I/O.
+    pub(super) fn certificates(
+        &mut self,
+        base: &str,
+        at: usize,
+        l: &ListenerToml,
+        is_https: bool,
+    ) -> Vec<CertSource> {
+        if !is_https {
+            if let Some(first) = l.certificate.first() {
+                self.error(
+                    first.span().start,
+                    &format!("{base}.certificate[0]"),
+                    "certificates need protocol = \"https\"",
+                );
+            }
+            return Vec::new();
+        }
+        if l.certificate.is_empty() {
+            self.error(
+                at,
+                &format!("{base}.certificate"),
+                "an https listener needs at least one [[listener.certificate]] with cert_file and key_file",
+            );
+        }
+        let dir = Path::new(self.src.origin)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                dir.join(p)
+            }
+        };
+        let mut out = Vec::new();
+        for (i, c) in l.certificate.iter().enumerate() {
+            let key = |field: &str| format!("{base}.certificate[{i}].{field}");
+            let cat = c.span().start;
+            let r = c.get_ref();
+            let cert = self.required(
+                r.cert_file.as_ref(),
+                cat,
+                &key("cert_file"),
+                "cert_file = \"/etc/ballast/site.pem\"",
+            );
+            let keyf = self.required(
+                r.key_file.as_ref(),
+                cat,
+                &key("key_file"),
+                "key_file = \"/etc/ballast/site.key\"",
+            );
+            let names: Vec<String> = r
+                .server_names
+                .iter()
+                .enumerate()
+                .filter_map(|(n, h)| self.host(h, &key(&format!("server_names[{n}]")), true))
+                .collect();
+            if let (Some(cert), Some(keyf)) = (cert, keyf) {
+                out.push(CertSource {
+                    cert_file: resolve(cert.get_ref()),
+                    key_file: resolve(keyf.get_ref()),
+                    server_names: names,
+                });
+            }
+        }
+        out
     }
 
     /// `accept_proxy`: the trusted networks, each checked; `None` when absent.

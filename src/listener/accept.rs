@@ -71,7 +71,7 @@ impl Worker {
                     let abort = self.abort.clone();
                     match listener.config.protocol {
                         Protocol::Tcp => self.tracker.spawn(tcp::serve(stream, peer, route, abort)),
-                        Protocol::Http => {
+                        Protocol::Http | Protocol::Https => {
                             self.tracker.spawn(http::serve(stream, peer, route, abort))
                         }
                     };

@@ -30,6 +30,8 @@ pub struct ListenerStats {
     /// Connections refused because a PROXY header was expected and missing, bad, or came from an
     /// untrusted peer.
     pub proxy_refused: AtomicU64,
+    /// TLS handshakes that failed or timed out (https listeners).
+    pub tls_failed: AtomicU64,
     /// HTTP requests answered 502 because the server failed.
     pub bad_gateway: AtomicU64,
     /// HTTP requests answered 504 because the server did not answer in time.
@@ -51,6 +53,7 @@ impl ListenerStats {
             spliced: AtomicU64::new(0),
             bad_gateway: AtomicU64::new(0),
             proxy_refused: AtomicU64::new(0),
+            tls_failed: AtomicU64::new(0),
             gateway_timeout: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
         }

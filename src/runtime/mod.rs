@@ -32,6 +32,15 @@ pub enum RuntimeError {
     /// A listener could not be bound.
     #[error(transparent)]
     Listener(#[from] ListenerError),
+    /// The certificates of an https listener could not be loaded.
+    #[error("listener \"{listener}\": cannot set up TLS")]
+    Tls {
+        /// The listener's name.
+        listener: String,
+        /// What is wrong, naming the file.
+        #[source]
+        source: crate::tls::TlsError,
+    },
     /// A listener names an upstream that does not exist.
     #[error("listener \"{listener}\": no upstream named \"{upstream}\"")]
     UnknownUpstream {
@@ -112,12 +121,23 @@ impl Runtime {
                     upstream: lc.upstream.clone(),
                 });
             };
-            let http = (lc.protocol == Protocol::Http).then(|| {
+            let tls = if lc.protocol == Protocol::Https {
+                let config = crate::tls::server_config(&lc.certificates, &[b"h2", b"http/1.1"])
+                    .map_err(|source| RuntimeError::Tls {
+                        listener: lc.name.clone(),
+                        source,
+                    })?;
+                Some(tokio_rustls::TlsAcceptor::from(config))
+            } else {
+                None
+            };
+            let http = lc.protocol.is_http().then(|| {
                 let router =
                     Router::new(lc, |name| upstreams.iter().position(|u| u.name() == name));
                 Arc::new(HttpRoutes {
                     router,
                     upstreams: http_upstreams.clone(),
+                    tls,
                 })
             });
             let route = Arc::new(Route {

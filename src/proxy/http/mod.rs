@@ -69,12 +69,23 @@ impl HttpUpstream {
 }
 
 /// What an HTTP listener needs besides its own settings: its routes and the upstreams they name.
-#[derive(Debug)]
 pub struct HttpRoutes {
     /// The compiled routes; their indices point into `upstreams`.
     pub router: Router,
     /// Every upstream of the configuration, shared with other listeners.
     pub upstreams: Vec<Arc<HttpUpstream>>,
+    /// TLS termination, for https listeners.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for HttpRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpRoutes")
+            .field("router", &self.router)
+            .field("upstreams", &self.upstreams.len())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Serves one accepted client connection: HTTP/1.1 with keep-alive, or h2c.
@@ -103,7 +114,8 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let ctx = Arc::new(Ctx {
         route: Arc::clone(&route),
-        http,
+        proto: if http.tls.is_some() { "https" } else { "http" },
+        http: Arc::clone(&http),
         peer,
         request_id: HeaderName::from_bytes(cfg.request_id_header.as_bytes())
             .unwrap_or(HeaderName::from_static("x-request-id")),
@@ -112,14 +124,23 @@ pub async fn serve(
         let ctx = Arc::clone(&ctx);
         async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = abort.cancelled() => {
-            // Grace period over: finish the request in flight if it is quick, then close.
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let result = match &http.tls {
+        None => run_conn(&builder, stream, service, &abort).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(cfg.header_timeout, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(tls)) => run_conn(&builder, tls, service, &abort).await,
+                Ok(Err(e)) => {
+                    listener.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(listener = %listener.config.name, %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    listener.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(listener = %listener.config.name, %peer, "TLS handshake timed out");
+                    return;
+                }
+            }
         }
     };
     if let Err(e) = result {
@@ -127,9 +148,40 @@ pub async fn serve(
     }
 }
 
+/// Serves HTTP on one (plain or TLS) client stream until it closes, or until `abort`, when the
+/// request in flight may finish before the connection closes.
+async fn run_conn<S, Svc>(
+    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    stream: S,
+    service: Svc,
+    abort: &CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    Svc::Future: Send + 'static,
+{
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        () = abort.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
 /// Per-connection context shared by its requests.
 struct Ctx {
     route: Arc<Route>,
+    /// `http` or `https`, for X-Forwarded-Proto.
+    proto: &'static str,
     http: Arc<HttpRoutes>,
     peer: SocketAddr,
     request_id: HeaderName,
@@ -191,7 +243,7 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
             &headers::Forwarding {
                 client: ctx.peer.ip(),
                 host: &host_with_port,
-                proto: "http",
+                proto: ctx.proto,
                 forwarded: lcfg.http.forwarded,
                 via: lcfg.http.via,
             },

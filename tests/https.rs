@@ -1,0 +1,229 @@
+//! HTTPS listeners: TLS termination with certificates chosen by SNI, HTTP/1.1 and HTTP/2 by ALPN,
+//! over real handshakes on 127.0.0.1 with certificates made by the test.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{start, PATIENCE};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+
+struct Pki {
+    dir: PathBuf,
+}
+
+/// A CA and two server certificates (a.test + 127.0.0.1, and *.b.test) written to a temp dir.
+fn pki(name: &str) -> Pki {
+    let dir = std::env::temp_dir().join(format!("ballast-https-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let ca_key = KeyPair::generate_for(alg).expect("ca key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "ballast test CA");
+    let ca = params.self_signed(&ca_key).expect("ca");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    for (file, sans) in [("a", vec!["a.test", "127.0.0.1"]), ("b", vec!["*.b.test"])] {
+        let key = KeyPair::generate_for(alg).expect("key");
+        let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        params.distinguished_name.push(DnType::CommonName, file);
+        let cert = params.signed_by(&key, &ca, &ca_key).expect("sign");
+        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).expect("write");
+    }
+    Pki { dir }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An HTTP/1.1 server answering with the X-Forwarded-Proto it received.
+async fn backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let proto = req
+                            .headers()
+                            .get("x-forwarded-proto")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            proto,
+                        ))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn config(pki: &Pki, server: SocketAddr) -> String {
+    let d = pki.dir.display();
+    format!(
+        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\nprotocol = \"https\"\nupstream = \"u\"\n\
+         [[listener.certificate]]\ncert_file = \"{d}/a.pem\"\nkey_file = \"{d}/a.key\"\n\
+         [[listener.certificate]]\ncert_file = \"{d}/b.pem\"\nkey_file = \"{d}/b.key\"\n\n\
+         [[upstream]]\nname = \"u\"\nserver = [{{ address = \"{server}\" }}]\n"
+    )
+}
+
+/// Connects with TLS (SNI `name`, offering `alpn`); returns the stream, the certificate's CN
+/// chosen by the server, and the negotiated ALPN.
+async fn tls_connect(
+    pki: &Pki,
+    addr: SocketAddr,
+    name: &str,
+    alpn: &[&[u8]],
+) -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    Vec<u8>,
+    Option<Vec<u8>>,
+) {
+    let verify = ballast::tls::ServerVerification::CaFiles(vec![pki.dir.join("ca.pem")]);
+    let config: Arc<rustls::ClientConfig> =
+        ballast::tls::client_config(&verify, alpn).expect("client config");
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let server_name = ServerName::try_from(name.to_owned()).expect("name");
+    let tls = tokio::time::timeout(PATIENCE, connector.connect(server_name, tcp))
+        .await
+        .expect("in time")
+        .expect("handshake");
+    let (_, conn) = tls.get_ref();
+    let cert = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+    (tls, cert, alpn)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn https_terminates_tls_picks_certificates_by_sni_and_speaks_h1_and_h2() {
+    let pki = pki("main");
+    let rt = start(&config(&pki, backend().await)).await;
+    let addr = common::addr(&rt);
+
+    // HTTP/1.1 to a.test: the a.test certificate, and the server sees X-Forwarded-Proto: https.
+    let (tls, cert, alpn) = tls_connect(&pki, addr, "a.test", &[b"http/1.1"]).await;
+    assert!(contains(&cert, b"a.test"), "a.test certificate served");
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "a.test")
+        .body(Empty::<Bytes>::new())
+        .expect("req");
+    let resp = tokio::time::timeout(PATIENCE, sender.send_request(req))
+        .await
+        .expect("in time")
+        .expect("resp");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"https");
+
+    // HTTP/2 by ALPN to x.b.test: the wildcard certificate.
+    let (tls, cert, alpn) = tls_connect(&pki, addr, "x.b.test", &[b"h2", b"http/1.1"]).await;
+    assert!(contains(&cert, b"*.b.test"), "wildcard certificate served");
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("h2");
+    tokio::spawn(conn);
+    let req = Request::get("https://x.b.test/")
+        .body(Empty::<Bytes>::new())
+        .expect("req");
+    let resp = tokio::time::timeout(PATIENCE, sender.send_request(req))
+        .await
+        .expect("in time")
+        .expect("resp");
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"https");
+
+    // A client that does not speak TLS is dropped and counted.
+    let mut plain = TcpStream::connect(addr).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut plain, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(
+        PATIENCE,
+        tokio::io::AsyncReadExt::read_to_end(&mut plain, &mut buf),
+    )
+    .await;
+    let l = rt.listener("l").expect("l");
+    common::eventually("tls failure counted", || {
+        l.stats
+            .tls_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    })
+    .await;
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+#[test]
+fn check_names_the_certificate_file_that_is_wrong() {
+    let pki = pki("check");
+    let good = pki.dir.join("good.toml");
+    std::fs::write(&good, config(&pki, "127.0.0.1:9".parse().expect("addr"))).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["check", "-c"])
+        .arg(&good)
+        .output()
+        .expect("run check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The b certificate with a's key: the key does not match.
+    let text = config(&pki, "127.0.0.1:9".parse().expect("addr")).replace("b.key", "a.key");
+    let bad = pki.dir.join("bad.toml");
+    std::fs::write(&bad, text).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["check", "-c"])
+        .arg(&bad)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("listener \"l\""), "{stderr}");
+    assert!(
+        stderr.contains("b.pem"),
+        "names the certificate file: {stderr}"
+    );
+    assert!(stderr.contains("a.key"), "names the key file: {stderr}");
+}
