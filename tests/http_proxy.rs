@@ -383,3 +383,92 @@ async fn a_slow_server_is_a_504_and_a_broken_one_a_502() {
     assert_eq!(l.stats.bad_gateway.load(Ordering::Relaxed), 1);
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A server that accepts `Upgrade: echo` with a 101 and then echoes raw bytes.
+async fn upgrade_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |mut req: Request<hyper::body::Incoming>| async move {
+                        let on = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(up) = on.await {
+                                let mut io = TokioIo::new(up);
+                                let mut buf = [0u8; 64];
+                                while let Ok(n) =
+                                    tokio::io::AsyncReadExt::read(&mut io, &mut buf).await
+                                {
+                                    if n == 0
+                                        || tokio::io::AsyncWriteExt::write_all(&mut io, &buf[..n])
+                                            .await
+                                            .is_err()
+                                    {
+                                        break;
+                                    }
+                                }
+                            }
+                        });
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(StatusCode::SWITCHING_PROTOCOLS)
+                                .header("connection", "upgrade")
+                                .header("upgrade", "echo")
+                                .body(Full::new(Bytes::new()))
+                                .expect("101"),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upgrade_becomes_a_two_way_tunnel_after_101() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = start(&http_config(
+        "",
+        &upstream("u", "rr", "", &[upgrade_server().await]),
+    ))
+    .await;
+    let mut s = TcpStream::connect(common::addr(&rt))
+        .await
+        .expect("connect");
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .expect("request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut byte))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert!(
+            n == 1,
+            "closed before the end of the response head: {head:?}"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    for msg in [&b"ping"[..], b"second message"] {
+        s.write_all(msg).await.expect("write");
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(PATIENCE, s.read_exact(&mut back))
+            .await
+            .expect("in time")
+            .expect("echo");
+        assert_eq!(back, msg);
+    }
+    rt.shutdown(Duration::from_secs(1)).await;
+}

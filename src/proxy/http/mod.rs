@@ -30,6 +30,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -114,6 +115,7 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let ctx = Arc::new(Ctx {
         route: Arc::clone(&route),
+        abort: abort.clone(),
         proto: if http.tls.is_some() { "https" } else { "http" },
         http: Arc::clone(&http),
         peer,
@@ -166,7 +168,7 @@ where
         + 'static,
     Svc::Future: Send + 'static,
 {
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => r,
@@ -180,6 +182,8 @@ where
 /// Per-connection context shared by its requests.
 struct Ctx {
     route: Arc<Route>,
+    /// Cancelled when shutdown's grace period ends (ends upgraded tunnels too).
+    abort: CancellationToken,
     /// `http` or `https`, for X-Forwarded-Proto.
     proto: &'static str,
     http: Arc<HttpRoutes>,
@@ -234,10 +238,18 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
         );
     };
 
+    // An HTTP/1.1 Upgrade (WebSocket…) keeps its Upgrade header and becomes a tunnel after 101.
+    let upgrade =
+        headers::requested_upgrade(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
+
     // Rewrite the request for the server.
     let request_id = {
         let h = req.headers_mut();
         headers::remove_hop_by_hop(h);
+        if let Some((protocol, _)) = &upgrade {
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, protocol.clone());
+        }
         headers::add_forwarding(
             h,
             &headers::Forwarding {
@@ -265,9 +277,15 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
     *req.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
     *req.version_mut() = Version::HTTP_11;
 
-    let mut resp = forward(req, ctx, up).await;
+    let mut resp = forward(req, ctx, up, upgrade.map(|(_, on)| on)).await;
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
+    let kept = switching.then(|| h.get(header::UPGRADE).cloned()).flatten();
     headers::remove_hop_by_hop(h);
+    if let Some(protocol) = kept {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, protocol);
+    }
     if lcfg.http.via {
         h.append(header::VIA, headers::VIA_VALUE);
     }
@@ -277,7 +295,12 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
 
 /// Picks a server, gets a connection to it (retrying other servers while connects fail), sends
 /// the request and returns the response, or the error response the client should see.
-async fn forward(req: Request<Incoming>, ctx: &Ctx, up: &Arc<HttpUpstream>) -> Response<ProxyBody> {
+async fn forward(
+    req: Request<Incoming>,
+    ctx: &Ctx,
+    up: &Arc<HttpUpstream>,
+    upgrade: Option<OnUpgrade>,
+) -> Response<ProxyBody> {
     let listener = &ctx.route.listener;
     let upstream = &up.upstream;
     let ucfg = &upstream.config;
@@ -296,7 +319,12 @@ async fn forward(req: Request<Incoming>, ctx: &Ctx, up: &Arc<HttpUpstream>) -> R
         let Some(pool) = up.pools.get(index) else {
             continue;
         };
-        let sender = match pool.checkout(ucfg.http.keepalive_timeout).await {
+        // An upgraded connection becomes a tunnel and never returns to a pool, so it gets its own.
+        let pooled = match upgrade {
+            Some(_) => None,
+            None => pool.checkout(ucfg.http.keepalive_timeout).await,
+        };
+        let sender = match pooled {
             Some(s) => s,
             None => match connect(&guard, ctx, up).await {
                 Ok(s) => s,
@@ -313,7 +341,7 @@ async fn forward(req: Request<Incoming>, ctx: &Ctx, up: &Arc<HttpUpstream>) -> R
                 }
             },
         };
-        return send(req, sender, guard, ctx, up).await;
+        return send(req, sender, guard, ctx, up, upgrade).await;
     }
     listener.stats.no_server.fetch_add(1, Ordering::Relaxed);
     upstream.stats.no_server.fetch_add(1, Ordering::Relaxed);
@@ -329,8 +357,9 @@ async fn connect(guard: &ServerGuard, ctx: &Ctx, up: &HttpUpstream) -> std::io::
         .await
         .map_err(std::io::Error::other)?;
     tokio::spawn(async move {
-        // Drives the connection until the server closes it or its pool lets it go.
-        let _ = conn.await;
+        // Drives the connection until the server closes it or its pool lets it go (or, after a
+        // 101, hands the socket over to the tunnel).
+        let _ = conn.with_upgrades().await;
     });
     Ok(sender)
 }
@@ -341,6 +370,7 @@ async fn send(
     guard: ServerGuard,
     ctx: &Ctx,
     up: &Arc<HttpUpstream>,
+    upgrade: Option<OnUpgrade>,
 ) -> Response<ProxyBody> {
     let listener = &ctx.route.listener;
     let ucfg = &up.upstream.config;
@@ -348,7 +378,13 @@ async fn send(
     server.stats.requests.fetch_add(1, Ordering::Relaxed);
     let sent = tokio::time::timeout(ucfg.http.response_timeout, sender.send_request(req)).await;
     match sent {
-        Ok(Ok(resp)) => {
+        Ok(Ok(mut resp)) => {
+            if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, resp.status()) {
+                let server_side = hyper::upgrade::on(&mut resp);
+                tokio::spawn(tunnel(client, server_side, guard, ctx.abort.clone()));
+                let (parts, _) = resp.into_parts();
+                return Response::from_parts(parts, ProxyBody::Full(None));
+            }
             let (parts, body) = resp.into_parts();
             let body = ProxyBody::Upstream(Box::new(Pooled {
                 body,
@@ -379,6 +415,30 @@ async fn send(
                 "the server did not answer in time",
             )
         }
+    }
+}
+
+/// Relays an upgraded connection (WebSocket…) both ways until either side closes or shutdown's
+/// grace period ends; the server's connection slot is held until then.
+async fn tunnel(
+    client: OnUpgrade,
+    server: OnUpgrade,
+    guard: ServerGuard,
+    abort: CancellationToken,
+) {
+    let (Ok(client), Ok(server)) = tokio::join!(client, server) else {
+        return;
+    };
+    let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
+    let stats = &guard.server().stats;
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut server) => {
+            if let Ok((up, down)) = r {
+                stats.bytes_to_server.fetch_add(up, Ordering::Relaxed);
+                stats.bytes_from_server.fetch_add(down, Ordering::Relaxed);
+            }
+        }
+        () = abort.cancelled() => {}
     }
 }
 
