@@ -472,3 +472,58 @@ async fn an_upgrade_becomes_a_two_way_tunnel_after_101() {
     }
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Sends raw bytes on a fresh connection and returns the status code of the answer.
+async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    // The server may answer and close before the whole request is written.
+    let _ = s.write_all(request).await;
+    let mut head = [0u8; 12];
+    tokio::time::timeout(PATIENCE, s.read_exact(&mut head))
+        .await
+        .expect("in time")
+        .expect("status line");
+    String::from_utf8_lossy(&head[9..12])
+        .parse()
+        .expect("status code")
+}
+
+#[tokio::test]
+async fn header_and_body_limits_answer_431_and_413() {
+    let s = server("a", Duration::ZERO).await;
+    let rt = start(&http_config(
+        "max_header_size = \"8KiB\"\nmax_headers = 5\nmax_body_size = \"1KiB\"",
+        &upstream("u", "rr", "", &[s.addr]),
+    ))
+    .await;
+    let a = common::addr(&rt);
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(10 * 1024)
+    );
+    assert_eq!(raw_status(a, big.as_bytes()).await, 431);
+    let many: String = (0..10).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    assert_eq!(raw_status(a, many.as_bytes()).await, 431);
+    let announced = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n{}",
+        "x".repeat(2000)
+    );
+    assert_eq!(raw_status(a, announced.as_bytes()).await, 413);
+    let chunked = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n{}\r\n0\r\n\r\n",
+        "x".repeat(2000)
+    );
+    assert_eq!(raw_status(a, chunked.as_bytes()).await, 413);
+    let small = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+    assert_eq!(raw_status(a, small.as_bytes()).await, 200);
+    let l = rt.listener("l").expect("l");
+    assert_eq!(l.stats.too_large.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        l.stats.bad_gateway.load(Ordering::Relaxed),
+        0,
+        "not the server's fault"
+    );
+    rt.shutdown(Duration::from_secs(1)).await;
+}

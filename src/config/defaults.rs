@@ -65,3 +65,17 @@ pub const KEEPALIVE_POOL: usize = 32;
 pub const KEEPALIVE_POOL_MAX: usize = 65535;
 /// `upstream.keepalive_timeout`: 60 s, nginx's upstream `keepalive_timeout`.
 pub const SERVER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `listener.max_header_size`: 32 KiB (nginx: 4 × 8 KiB `large_client_header_buffers`).
+pub const MAX_HEADER_SIZE: usize = 32 * 1024;
+/// Smallest `listener.max_header_size` accepted (hyper's floor).
+pub const MAX_HEADER_SIZE_MIN: usize = 8 * 1024;
+/// Largest `listener.max_header_size` accepted.
+pub const MAX_HEADER_SIZE_MAX: usize = 1024 * 1024;
+/// `listener.max_headers`: 100 (Envoy's `max_headers_count`, HAProxy's 101).
+pub const MAX_HEADERS: usize = 100;
+/// Largest `listener.max_headers` accepted.
+pub const MAX_HEADERS_MAX: usize = 1000;
+/// `listener.max_body_size`: 0 = unlimited (HAProxy's behaviour; nginx defaults to 1 MiB).
+pub const MAX_BODY_SIZE: u64 = 0;
+/// Largest `listener.max_body_size` accepted: 1 TiB.
+pub const MAX_BODY_SIZE_MAX: usize = 1 << 40;

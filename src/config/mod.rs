@@ -136,6 +136,14 @@ pub struct HttpListenerConfig {
     pub forwarded: bool,
     /// `via`: add `Via: 1.1 ballast` to requests and responses. Default: false.
     pub via: bool,
+    /// `max_header_size`: most bytes of request line and headers; more is answered 431.
+    /// Default: 32 KiB.
+    pub max_header_size: usize,
+    /// `max_headers`: most request header fields; more is answered 431. Default: 100.
+    pub max_headers: usize,
+    /// `max_body_size`: most bytes of request body; more is answered 413. 0 = unlimited
+    /// (default).
+    pub max_body_size: u64,
     /// `request_id_header`: the header carrying a request id, generated when the client sent
     /// none. Default: `x-request-id`.
     pub request_id_header: String,

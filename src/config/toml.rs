@@ -101,6 +101,12 @@ pub(crate) struct ListenerToml {
     pub(crate) forwarded: Option<bool>,
     /// `via`: add `Via` (HTTP).
     pub(crate) via: Option<bool>,
+    /// `max_header_size`: a size (HTTP).
+    pub(crate) max_header_size: Option<Spanned<SizeToml>>,
+    /// `max_headers` (HTTP).
+    pub(crate) max_headers: Option<Spanned<i64>>,
+    /// `max_body_size`: a size; 0 = unlimited (HTTP).
+    pub(crate) max_body_size: Option<Spanned<SizeToml>>,
     /// `request_id_header`: a header name (HTTP).
     pub(crate) request_id_header: Option<Spanned<String>>,
 }

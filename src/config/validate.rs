@@ -718,8 +718,21 @@ impl Validator<'_, '_> {
 
     /// `buffer_size`: bytes as an integer or a string with a binary unit; the default when absent.
     fn size(&mut self, value: Option<&Spanned<SizeToml>>, key: &str) -> usize {
+        let (min, max) = (defaults::BUFFER_SIZE_MIN, defaults::BUFFER_SIZE_MAX);
+        self.size_in(value, key, min, max, defaults::BUFFER_SIZE)
+    }
+
+    /// A size in `min..=max` bytes; `default` when absent or invalid.
+    fn size_in(
+        &mut self,
+        value: Option<&Spanned<SizeToml>>,
+        key: &str,
+        min: usize,
+        max: usize,
+        default: usize,
+    ) -> usize {
         let Some(value) = value else {
-            return defaults::BUFFER_SIZE;
+            return default;
         };
         let at = value.span().start;
         let (bytes, shown) = match &value.get_ref().0 {
@@ -731,13 +744,11 @@ impl Validator<'_, '_> {
                          binary unit (B, KiB, MiB, GiB), such as \"64KiB\", \"1MiB\" or 65536"
                     );
                     self.error(at, key, message);
-                    return defaults::BUFFER_SIZE;
+                    return default;
                 };
                 (Some(bytes), format!("{text:?}"))
             }
         };
-        let min = defaults::BUFFER_SIZE_MIN;
-        let max = defaults::BUFFER_SIZE_MAX;
         match bytes.and_then(|b| usize::try_from(b).ok()) {
             Some(b) if (min..=max).contains(&b) => b,
             _ => {
@@ -747,7 +758,7 @@ impl Validator<'_, '_> {
                     format_size(max)
                 );
                 self.error(at, key, message);
-                defaults::BUFFER_SIZE
+                default
             }
         }
     }

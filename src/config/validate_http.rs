@@ -64,8 +64,32 @@ impl Validator<'_, '_> {
             }
             None => defaults::REQUEST_ID_HEADER.to_owned(),
         };
+        let max_header_size = self.size_in(
+            l.max_header_size.as_ref(),
+            &key("max_header_size"),
+            defaults::MAX_HEADER_SIZE_MIN,
+            defaults::MAX_HEADER_SIZE_MAX,
+            defaults::MAX_HEADER_SIZE,
+        );
+        let max_headers = self.int(
+            l.max_headers.as_ref(),
+            &key("max_headers"),
+            1,
+            defaults::MAX_HEADERS_MAX as i64,
+            defaults::MAX_HEADERS as i64,
+        );
+        let max_body_size = self.size_in(
+            l.max_body_size.as_ref(),
+            &key("max_body_size"),
+            0,
+            defaults::MAX_BODY_SIZE_MAX,
+            0,
+        );
         let http = HttpListenerConfig {
             header_timeout,
+            max_header_size,
+            max_headers: usize::try_from(max_headers).unwrap_or(defaults::MAX_HEADERS),
+            max_body_size: max_body_size as u64,
             forwarded: l.forwarded.unwrap_or(false),
             via: l.via.unwrap_or(false),
             request_id_header,

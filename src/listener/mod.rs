@@ -32,6 +32,8 @@ pub struct ListenerStats {
     pub proxy_refused: AtomicU64,
     /// TLS handshakes that failed or timed out (https listeners).
     pub tls_failed: AtomicU64,
+    /// HTTP requests answered 413 because the body was larger than `max_body_size`.
+    pub too_large: AtomicU64,
     /// HTTP requests answered 502 because the server failed.
     pub bad_gateway: AtomicU64,
     /// HTTP requests answered 504 because the server did not answer in time.
@@ -54,6 +56,7 @@ impl ListenerStats {
             bad_gateway: AtomicU64::new(0),
             proxy_refused: AtomicU64::new(0),
             tls_failed: AtomicU64::new(0),
+            too_large: AtomicU64::new(0),
             gateway_timeout: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
         }

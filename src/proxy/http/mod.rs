@@ -22,7 +22,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -111,8 +111,13 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout)
+        .max_buf_size(cfg.max_header_size)
+        .max_headers(cfg.max_headers)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_size).unwrap_or(u32::MAX));
     let ctx = Arc::new(Ctx {
         route: Arc::clone(&route),
         abort: abort.clone(),
@@ -230,6 +235,15 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
                 .map(str::to_owned)
         })
         .unwrap_or_default();
+    // A body announced bigger than allowed is refused before anything is sent.
+    let limit = lcfg.http.max_body_size;
+    if limit > 0 && req.body().size_hint().lower() > limit {
+        listener.stats.too_large.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than allowed",
+        );
+    }
     let target = ctx.http.router.find(request_host(&req), req.uri().path());
     let Some(up) = ctx.http.upstreams.get(target.upstream) else {
         return error(
@@ -277,7 +291,20 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
     *req.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
     *req.version_mut() = Version::HTTP_11;
 
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let req = req.map(|body| RequestBody {
+        inner: body,
+        remaining: if limit == 0 { u64::MAX } else { limit },
+        exceeded: Arc::clone(&exceeded),
+    });
     let mut resp = forward(req, ctx, up, upgrade.map(|(_, on)| on)).await;
+    if exceeded.load(Ordering::Relaxed) {
+        listener.stats.too_large.fetch_add(1, Ordering::Relaxed);
+        resp = error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than allowed",
+        );
+    }
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     let kept = switching.then(|| h.get(header::UPGRADE).cloned()).flatten();
@@ -296,7 +323,7 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
 /// Picks a server, gets a connection to it (retrying other servers while connects fail), sends
 /// the request and returns the response, or the error response the client should see.
 async fn forward(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     ctx: &Ctx,
     up: &Arc<HttpUpstream>,
     upgrade: Option<OnUpgrade>,
@@ -365,7 +392,7 @@ async fn connect(guard: &ServerGuard, ctx: &Ctx, up: &HttpUpstream) -> std::io::
 }
 
 async fn send(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     mut sender: Sender,
     guard: ServerGuard,
     ctx: &Ctx,
@@ -376,6 +403,7 @@ async fn send(
     let ucfg = &up.upstream.config;
     let server = Arc::clone(guard.server());
     server.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let body_exceeded = Arc::clone(&req.body().exceeded);
     let sent = tokio::time::timeout(ucfg.http.response_timeout, sender.send_request(req)).await;
     match sent {
         Ok(Ok(mut resp)) => {
@@ -394,6 +422,13 @@ async fn send(
                 _guard: guard,
             }));
             Response::from_parts(parts, body)
+        }
+        Ok(Err(_)) if body_exceeded.load(Ordering::Relaxed) => {
+            // The client's fault, not the server's: the caller answers 413.
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than allowed",
+            )
         }
         Ok(Err(e)) => {
             server.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -483,6 +518,54 @@ impl Pooled {
         if let Some(pool) = self.up.pools.get(self.index) {
             pool.checkin(sender, self.up.upstream.config.http.keepalive_pool);
         }
+    }
+}
+
+/// A request body on its way to a server, cut off (and flagged) past `max_body_size`.
+pub struct RequestBody {
+    inner: Incoming,
+    /// Bytes still allowed.
+    remaining: u64,
+    /// Set when the client sent more than allowed, so the answer becomes a 413.
+    exceeded: Arc<AtomicBool>,
+}
+
+/// The error a [`RequestBody`] ends with when the client sends too much.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than max_body_size")]
+pub struct BodyTooLarge;
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => f,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > self.remaining {
+                self.exceeded.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+            }
+            self.remaining -= len;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

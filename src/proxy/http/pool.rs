@@ -9,12 +9,11 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
 /// The sending half of one kept-alive connection to a server.
-pub type Sender = SendRequest<Incoming>;
+pub type Sender = SendRequest<super::RequestBody>;
 
 /// Idle connections of one server.
 #[derive(Debug, Default)]
