@@ -82,6 +82,17 @@ fn check(path: &std::path::Path) -> Result<()> {
             ));
         }
     }
+    for u in &cfg.upstreams {
+        if let Some(t) = &u.http.tls {
+            if let Err(e) = crate::tls::client_config(&t.verify, &[]) {
+                tls_errors.push(format!(
+                    "upstream \"{}\": {:#}",
+                    u.name,
+                    anyhow::Error::new(e)
+                ));
+            }
+        }
+    }
     if !tls_errors.is_empty() {
         anyhow::bail!("{}", tls_errors.join("\n"));
     }

@@ -227,3 +227,132 @@ fn check_names_the_certificate_file_that_is_wrong() {
     );
     assert!(stderr.contains("a.key"), "names the key file: {stderr}");
 }
+
+/// A TLS server (the "a" certificate) answering `proto=<version>` for HTTP/1.1 or HTTP/2 by ALPN.
+async fn tls_backend(pki: &Pki) -> SocketAddr {
+    let certs = [ballast::tls::CertSource {
+        cert_file: pki.dir.join("a.pem"),
+        key_file: pki.dir.join("a.key"),
+        server_names: Vec::new(),
+    }];
+    let config = ballast::tls::server_config(&certs, &[b"h2", b"http/1.1"]).expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let body = format!("{:?}", req.version());
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            body,
+                        ))))
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A plain HTTP/2 (prior knowledge) server answering with the request's version.
+async fn h2c_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let body = format!("{:?}", req.version());
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            body,
+                        ))))
+                    });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn get_body(addr: SocketAddr) -> String {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "a.test")
+        .body(Empty::<Bytes>::new())
+        .expect("req");
+    let resp = tokio::time::timeout(PATIENCE, sender.send_request(req))
+        .await
+        .expect("in time")
+        .expect("resp");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test]
+async fn servers_can_be_reached_with_tls_and_with_http2() {
+    let pki = pki("upstream");
+    let ca = pki.dir.join("ca.pem");
+    let tls = tls_backend(&pki).await;
+    let h2c = h2c_backend().await;
+    let cfg = |extra: &str, server: SocketAddr| {
+        format!(
+            "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"u\"\n\n\
+             [[upstream]]\nname = \"u\"\n{extra}\nserver = [{{ address = \"{server}\" }}]\n"
+        )
+    };
+    let ca_line = format!(
+        "tls = true\ntls_ca_file = \"{}\"\ntls_server_name = \"a.test\"",
+        ca.display()
+    );
+    for (extra, server, want) in [
+        (ca_line.clone(), tls, "HTTP/1.1"),
+        (format!("{ca_line}\nhttp2 = true"), tls, "HTTP/2.0"),
+        ("http2 = true".to_owned(), h2c, "HTTP/2.0"),
+        ("tls = true\ntls_verify = false".to_owned(), tls, "HTTP/1.1"),
+    ] {
+        let rt = start(&cfg(&extra, server)).await;
+        for _ in 0..3 {
+            assert_eq!(get_body(common::addr(&rt)).await, want, "{extra}");
+        }
+        rt.shutdown(Duration::from_secs(1)).await;
+    }
+    // Verification on: a certificate for another name is refused (502), never silently accepted.
+    let wrong = format!(
+        "tls = true\ntls_ca_file = \"{}\"\ntls_server_name = \"other.test\"",
+        ca.display()
+    );
+    let rt = start(&cfg(&wrong, tls)).await;
+    let tcp = TcpStream::connect(common::addr(&rt))
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "x")
+        .body(Empty::<Bytes>::new())
+        .expect("req");
+    let resp = tokio::time::timeout(PATIENCE, sender.send_request(req))
+        .await
+        .expect("in time")
+        .expect("resp");
+    assert_eq!(resp.status(), 503, "no server could be connected to");
+    rt.shutdown(Duration::from_secs(1)).await;
+}

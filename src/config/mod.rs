@@ -21,7 +21,7 @@ use std::time::Duration;
 
 pub use crate::proxy::proxy_protocol::{TrustedSources, Version as ProxyVersion};
 use crate::scheduler::SchedulerKind;
-pub use crate::tls::CertSource;
+pub use crate::tls::{CertSource, ServerVerification};
 
 pub mod defaults;
 mod toml;
@@ -229,6 +229,22 @@ pub struct HttpUpstreamConfig {
     /// `keepalive_timeout`: an idle pooled connection older than this is closed rather than
     /// reused (nginx `keepalive_timeout` in `upstream`). Default: 60 s.
     pub keepalive_timeout: Duration,
+    /// `http2`: speak HTTP/2 to the servers (prior knowledge over TCP, ALPN `h2` over TLS), one
+    /// multiplexed connection per server; needed for gRPC. Default: false (HTTP/1.1).
+    pub http2: bool,
+    /// `tls = true`: connect to the servers with TLS. `None` = plain TCP (default).
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to the servers of an upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// How server certificates are checked: `tls_ca_file` (CA files), the built-in web roots when
+    /// absent, or nothing at all with `tls_verify = false`.
+    pub verify: ServerVerification,
+    /// `tls_server_name`: the name sent as SNI and checked against the certificate. Default: the
+    /// server's IP address.
+    pub server_name: Option<String>,
 }
 
 /// One `[[upstream.server]]`: a real server.

@@ -510,6 +510,8 @@ fn complete_file_builds_the_expected_model() {
                 response_timeout: defaults::RESPONSE_TIMEOUT,
                 keepalive_pool: defaults::KEEPALIVE_POOL,
                 keepalive_timeout: defaults::SERVER_KEEPALIVE_TIMEOUT,
+                http2: false,
+                tls: None,
             },
             servers: vec![
                 ServerConfig {
@@ -892,3 +894,18 @@ fn certificate_paths_are_relative_to_the_config_file() {
     assert_eq!(cert.key_file, std::path::Path::new("/abs/site.key"));
     assert_eq!(cert.server_names, ["www.example.com", "*.example.org"]);
 }
+
+t!(
+    upstream_tls_keys_need_tls_and_do_not_contradict,
+    concat!(
+        listener!(),
+        "[[upstream]]\nname = \"web\"\ntls_server_name = \"a.test\"\n",
+        "server = [{ address = \"10.0.0.1:80\" }]\n",
+        "[[upstream]]\nname = \"b\"\ntls = true\ntls_ca_file = \"ca.pem\"\ntls_verify = false\n",
+        "server = [{ address = \"10.0.0.1:80\" }]\n",
+    ),
+    [
+        "ballast.toml:7:19: upstream[0].tls_server_name: has no effect without tls = true",
+        "ballast.toml:12:15: upstream[1].tls_ca_file: give tls_ca_file or tls_verify = false, not both",
+    ]
+);

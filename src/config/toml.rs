@@ -162,6 +162,16 @@ pub(crate) struct UpstreamToml {
     pub(crate) keepalive_pool: Option<Spanned<i64>>,
     /// `keepalive_timeout`: a duration (HTTP).
     pub(crate) keepalive_timeout: Option<Spanned<DurationToml>>,
+    /// `http2`: HTTP/2 to servers (HTTP).
+    pub(crate) http2: Option<bool>,
+    /// `tls`: TLS to servers (HTTP).
+    pub(crate) tls: Option<Spanned<bool>>,
+    /// `tls_ca_file`: CA bundle for server certificates.
+    pub(crate) tls_ca_file: Option<Spanned<String>>,
+    /// `tls_verify`: false = no verification at all.
+    pub(crate) tls_verify: Option<Spanned<bool>>,
+    /// `tls_server_name`: SNI and verified name.
+    pub(crate) tls_server_name: Option<Spanned<String>>,
     /// `[[upstream.server]]` tables or an inline `server = [ { … }, … ]` array: both read the same.
     #[serde(default)]
     pub(crate) server: Vec<Spanned<ServerToml>>,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::super::toml::{ListenerToml, RouteToml, UpstreamToml};
 use super::super::{
     defaults, CertSource, HttpListenerConfig, HttpUpstreamConfig, PathMatch, ProxyVersion,
-    RouteConfig, TrustedSources,
+    RouteConfig, ServerVerification, TrustedSources, UpstreamTls,
 };
 use super::Validator;
 use crate::proxy::proxy_protocol::Cidr;
@@ -203,18 +203,6 @@ impl Validator<'_, '_> {
                 "an https listener needs at least one [[listener.certificate]] with cert_file and key_file",
             );
         }
-        let dir = Path::new(self.src.origin)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let resolve = |p: &str| -> PathBuf {
-            let p = Path::new(p);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                dir.join(p)
-            }
-        };
         let mut out = Vec::new();
         for (i, c) in l.certificate.iter().enumerate() {
             let key = |field: &str| format!("{base}.certificate[{i}].{field}");
@@ -240,8 +228,8 @@ impl Validator<'_, '_> {
                 .collect();
             if let (Some(cert), Some(keyf)) = (cert, keyf) {
                 out.push(CertSource {
-                    cert_file: resolve(cert.get_ref()),
-                    key_file: resolve(keyf.get_ref()),
+                    cert_file: self.resolve_path(cert.get_ref()),
+                    key_file: self.resolve_path(keyf.get_ref()),
                     server_names: names,
                 });
             }
@@ -313,10 +301,69 @@ impl Validator<'_, '_> {
                 defaults::DURATION_MAX,
             )
             .unwrap_or(defaults::SERVER_KEEPALIVE_TIMEOUT);
+        let tls = self.upstream_tls(base, u);
         HttpUpstreamConfig {
             response_timeout,
             keepalive_pool: usize::try_from(keepalive_pool).unwrap_or(defaults::KEEPALIVE_POOL),
             keepalive_timeout,
+            http2: u.http2.unwrap_or(false),
+            tls,
         }
+    }
+
+    /// `tls`, `tls_ca_file`, `tls_verify`, `tls_server_name` of an upstream.
+    fn upstream_tls(&mut self, base: &str, u: &UpstreamToml) -> Option<UpstreamTls> {
+        let key = |field: &str| format!("{base}.{field}");
+        let on = u.tls.as_ref().is_some_and(|t| *t.get_ref());
+        if !on {
+            // The other keys mean nothing without tls = true; say so rather than ignore them.
+            let stray = [
+                (
+                    u.tls_ca_file.as_ref().map(|v| v.span().start),
+                    "tls_ca_file",
+                ),
+                (u.tls_verify.as_ref().map(|v| v.span().start), "tls_verify"),
+                (
+                    u.tls_server_name.as_ref().map(|v| v.span().start),
+                    "tls_server_name",
+                ),
+            ];
+            for (at, field) in stray {
+                if let Some(at) = at {
+                    self.error(at, &key(field), "has no effect without tls = true");
+                }
+            }
+            return None;
+        }
+        let verify_off = u.tls_verify.as_ref().is_some_and(|v| !*v.get_ref());
+        let verify = match (&u.tls_ca_file, verify_off) {
+            (Some(ca), true) => {
+                let message = "give tls_ca_file or tls_verify = false, not both";
+                self.error(ca.span().start, &key("tls_ca_file"), message);
+                ServerVerification::Insecure
+            }
+            (Some(ca), false) => ServerVerification::CaFiles(vec![self.resolve_path(ca.get_ref())]),
+            (None, true) => ServerVerification::Insecure,
+            (None, false) => ServerVerification::CaFiles(Vec::new()),
+        };
+        let server_name = u
+            .tls_server_name
+            .as_ref()
+            .and_then(|h| self.host(h, &key("tls_server_name"), false));
+        Some(UpstreamTls {
+            verify,
+            server_name,
+        })
+    }
+
+    /// A path from the file, relative to the configuration file's directory unless absolute.
+    fn resolve_path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        Path::new(self.src.origin)
+            .parent()
+            .map_or_else(|| p.to_path_buf(), |dir| dir.join(p))
     }
 }

@@ -41,6 +41,15 @@ pub enum RuntimeError {
         #[source]
         source: crate::tls::TlsError,
     },
+    /// TLS to an upstream's servers could not be set up.
+    #[error("upstream \"{upstream}\": cannot set up TLS to its servers")]
+    UpstreamTls {
+        /// The upstream's name.
+        upstream: String,
+        /// What is wrong, naming the file.
+        #[source]
+        source: crate::tls::TlsError,
+    },
     /// A listener names an upstream that does not exist.
     #[error("listener \"{listener}\": no upstream named \"{upstream}\"")]
     UnknownUpstream {
@@ -94,10 +103,15 @@ impl Runtime {
             .map(|u| Arc::new(Upstream::new(u.clone())))
             .collect();
         // Connection pools for HTTP, one set per upstream, shared by every HTTP listener.
-        let http_upstreams: Vec<Arc<HttpUpstream>> = upstreams
-            .iter()
-            .map(|u| Arc::new(HttpUpstream::new(Arc::clone(u))))
-            .collect();
+        let mut http_upstreams: Vec<Arc<HttpUpstream>> = Vec::with_capacity(upstreams.len());
+        for u in &upstreams {
+            let hu =
+                HttpUpstream::new(Arc::clone(u)).map_err(|source| RuntimeError::UpstreamTls {
+                    upstream: u.name().to_owned(),
+                    source,
+                })?;
+            http_upstreams.push(Arc::new(hu));
+        }
         // Bind everything first: all or nothing.
         let mut bound = Vec::with_capacity(config.listeners.len());
         for lc in &config.listeners {

@@ -32,6 +32,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -48,24 +49,60 @@ use route::Router;
 
 use super::{client_addresses, ActiveGuard, Route};
 
-/// An upstream as HTTP sees it: the upstream and one connection pool per server (indexed like
-/// the snapshot's servers).
-#[derive(Debug)]
+/// An upstream as HTTP sees it: the upstream, one connection pool per server (indexed like the
+/// snapshot's servers), and TLS to the servers when configured.
 pub struct HttpUpstream {
     /// The upstream.
     pub upstream: Arc<Upstream>,
     /// Kept-alive connections, one pool per server.
     pub pools: Box<[ServerPool]>,
+    /// TLS to the servers (`tls = true`).
+    tls: Option<UpstreamTls>,
+}
+
+/// What connecting with TLS needs.
+struct UpstreamTls {
+    connector: tokio_rustls::TlsConnector,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for HttpUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpUpstream")
+            .field("upstream", &self.upstream.name())
+            .field("servers", &self.pools.len())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl HttpUpstream {
-    /// Pools for every server of `upstream`.
-    pub fn new(upstream: Arc<Upstream>) -> HttpUpstream {
+    /// Pools for every server of `upstream`, and its TLS client configuration.
+    ///
+    /// # Errors
+    /// When TLS to the servers is configured and its CA file cannot be used.
+    pub fn new(upstream: Arc<Upstream>) -> Result<HttpUpstream, crate::tls::TlsError> {
         let n = upstream.snapshot().servers.len();
-        HttpUpstream {
+        let http = &upstream.config.http;
+        let tls = match &http.tls {
+            None => None,
+            Some(t) => {
+                let alpn: &[&[u8]] = if http.http2 { &[b"h2"] } else { &[b"http/1.1"] };
+                let config = crate::tls::client_config(&t.verify, alpn)?;
+                Some(UpstreamTls {
+                    connector: tokio_rustls::TlsConnector::from(config),
+                    server_name: t
+                        .server_name
+                        .as_ref()
+                        .and_then(|n| ServerName::try_from(n.clone()).ok()),
+                })
+            }
+        };
+        Ok(HttpUpstream {
             upstream,
             pools: (0..n).map(|_| ServerPool::default()).collect(),
-        }
+            tls,
+        })
     }
 }
 
@@ -377,18 +414,63 @@ async fn forward(
 
 async fn connect(guard: &ServerGuard, ctx: &Ctx, up: &HttpUpstream) -> std::io::Result<Sender> {
     let server = guard.server();
-    let stream = super::tcp::connect(server.address(), up.upstream.config.connect_timeout).await?;
+    let ucfg = &up.upstream.config;
+    let stream = super::tcp::connect(server.address(), ucfg.connect_timeout).await?;
     server.stats.connections.fetch_add(1, Ordering::Relaxed);
     let _ = tune_stream(&stream, ctx.route.listener.config.tcp_nodelay, None);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
-    tokio::spawn(async move {
-        // Drives the connection until the server closes it or its pool lets it go (or, after a
-        // 101, hands the socket over to the tunnel).
-        let _ = conn.with_upgrades().await;
-    });
+    let sender = match &up.tls {
+        None => handshake(stream, ucfg.http.http2).await?,
+        Some(tls) => {
+            let name = match &tls.server_name {
+                Some(n) => n.clone(),
+                None => ServerName::IpAddress(server.address().ip().into()),
+            };
+            let connect = tls.connector.connect(name, stream);
+            let stream = tokio::time::timeout(ucfg.connect_timeout, connect)
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
+            handshake(stream, ucfg.http.http2).await?
+        }
+    };
+    if sender.is_http2() {
+        // Shared from the start, so concurrent requests multiplex on it.
+        if let (Some(pool), Sender::Http2(s)) = (up.pools.get(guard.index()), &sender) {
+            pool.checkin(Sender::Http2(s.clone()), 1);
+        }
+    }
     Ok(sender)
+}
+
+/// The HTTP handshake on a connected (plain or TLS) stream; the connection is driven by a task of
+/// its own until the server closes it or every sender is gone.
+async fn handshake<I>(io: I, http2: bool) -> std::io::Result<Sender>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    if http2 {
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Sender::Http2(sender))
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            // Drives the connection until the server closes it or its pool lets it go (or,
+            // after a 101, hands the socket over to the tunnel).
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(Sender::Http1(sender))
+    }
 }
 
 async fn send(
@@ -404,6 +486,23 @@ async fn send(
     let server = Arc::clone(guard.server());
     server.stats.requests.fetch_add(1, Ordering::Relaxed);
     let body_exceeded = Arc::clone(&req.body().exceeded);
+    let mut req = req;
+    if sender.is_http2() {
+        // HTTP/2 carries scheme and authority as pseudo-headers: give the request an absolute URI.
+        let scheme = if up.tls.is_some() { "https" } else { "http" };
+        let authority = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = Uri::try_from(format!("{scheme}://{authority}{path}")) {
+            *req.uri_mut() = uri;
+            *req.version_mut() = Version::HTTP_2;
+            req.headers_mut().remove(header::HOST);
+        }
+    }
     let sent = tokio::time::timeout(ucfg.http.response_timeout, sender.send_request(req)).await;
     match sent {
         Ok(Ok(mut resp)) => {

@@ -1,31 +1,89 @@
-//! Kept-alive HTTP/1.1 connections to servers, one small pool per server.
+//! Kept-alive connections to servers, one small pool per server.
 //!
-//! A request takes an idle connection of the server the scheduler chose, or opens a new one; when
-//! its response body has been read to the end, the connection goes back to that server's pool
-//! (nginx `keepalive N` in an `upstream`). The pool is a short `Vec` behind a std mutex: the lock is
-//! held for a push or a pop, never across an `.await`. Entries idle longer than the upstream's
-//! `keepalive_timeout`, or closed by the server, are dropped when found.
+//! HTTP/1.1 (the default): a request takes an idle connection of the server the scheduler chose,
+//! or opens a new one; when its response body has been read to the end, the connection goes back
+//! to that server's pool (nginx `keepalive N` in an `upstream`). Entries idle longer than the
+//! upstream's `keepalive_timeout`, or closed by the server, are dropped when found.
+//!
+//! HTTP/2 (`http2 = true`): one connection per server carries every request, multiplexed; the pool
+//! keeps it shared and hands out clones of its sender.
+//!
+//! The pool is a short `Vec` (and one slot) behind a std mutex: the lock is held for a push, a pop
+//! or a clone, never across an `.await`.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hyper::client::conn::http1::SendRequest;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use tokio::time::Instant;
 
-/// The sending half of one kept-alive connection to a server.
-pub type Sender = SendRequest<super::RequestBody>;
+use super::RequestBody;
 
-/// Idle connections of one server.
+/// The sending half of a connection to a server.
+#[derive(Debug)]
+pub enum Sender {
+    /// An HTTP/1.1 connection: one request at a time.
+    Http1(http1::SendRequest<RequestBody>),
+    /// An HTTP/2 connection: shared, many requests at once.
+    Http2(http2::SendRequest<RequestBody>),
+}
+
+impl Sender {
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    /// Waits until the connection can take a request.
+    pub async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::Http1(s) => s.ready().await,
+            Sender::Http2(s) => s.ready().await,
+        }
+    }
+
+    /// Sends a request; resolves to the response head.
+    pub async fn send_request(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> hyper::Result<Response<Incoming>> {
+        match self {
+            Sender::Http1(s) => s.send_request(req).await,
+            Sender::Http2(s) => s.send_request(req).await,
+        }
+    }
+
+    /// Whether this is an HTTP/2 connection.
+    pub fn is_http2(&self) -> bool {
+        matches!(self, Sender::Http2(_))
+    }
+}
+
+/// Connections of one server.
 #[derive(Debug, Default)]
 pub struct ServerPool {
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    idle: Mutex<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
+    shared: Mutex<Option<http2::SendRequest<RequestBody>>>,
 }
 
 impl ServerPool {
-    /// An idle connection ready for a request, if one is kept and not too old. A connection is
-    /// checked in the moment its response body ends, when hyper may not yet have marked it idle,
-    /// so this waits (briefly) for it to become ready; one the server closed is dropped.
+    /// A connection ready for a request, if one is kept: the shared HTTP/2 connection, or an idle
+    /// HTTP/1.1 one not older than `max_idle`. An HTTP/1.1 connection is checked in the moment
+    /// its response body ends, when hyper may not yet have marked it idle, so this waits (briefly)
+    /// for it to become ready; one the server closed is dropped.
     pub async fn checkout(&self, max_idle: Duration) -> Option<Sender> {
+        if let Ok(mut shared) = self.shared.lock() {
+            match shared.as_ref() {
+                Some(s) if !s.is_closed() => return Some(Sender::Http2(s.clone())),
+                Some(_) => *shared = None,
+                None => {}
+            }
+        }
         loop {
             let (mut sender, since) = {
                 let Ok(mut idle) = self.idle.lock() else {
@@ -37,24 +95,36 @@ impl ServerPool {
                 continue;
             }
             if sender.ready().await.is_ok() {
-                return Some(sender);
+                return Some(Sender::Http1(sender));
             }
         }
     }
 
-    /// Keeps a connection whose exchange is complete, unless `max` are already kept.
+    /// Keeps a connection: an HTTP/1.1 one whose exchange is complete, unless `max` are already
+    /// kept; an HTTP/2 one as the shared connection, unless one is already shared.
     pub fn checkin(&self, sender: Sender, max: usize) {
         if sender.is_closed() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < max {
-                idle.push((sender, Instant::now()));
+        match sender {
+            Sender::Http1(s) => {
+                if let Ok(mut idle) = self.idle.lock() {
+                    if idle.len() < max {
+                        idle.push((s, Instant::now()));
+                    }
+                }
+            }
+            Sender::Http2(s) => {
+                if let Ok(mut shared) = self.shared.lock() {
+                    if shared.as_ref().is_none_or(|cur| cur.is_closed()) {
+                        *shared = Some(s);
+                    }
+                }
             }
         }
     }
 
-    /// How many connections are kept now.
+    /// How many HTTP/1.1 connections are kept idle now.
     pub fn len(&self) -> usize {
         self.idle.lock().map_or(0, |i| i.len())
     }
