@@ -527,3 +527,131 @@ async fn header_and_body_limits_answer_431_and_413() {
     );
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A server that reads a request and closes without answering.
+async fn broken_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+        }
+    });
+    addr
+}
+
+/// A server that answers every request with `status`.
+async fn status_server(status: u16) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |_req: Request<hyper::body::Incoming>| async move {
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from_static(b"from the server\n")))
+                                .expect("response"),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn statuses(addr: SocketAddr, method: &str, n: usize) -> HashMap<u16, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let req = format!("{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody");
+        let req = if method == "GET" {
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_owned()
+        } else {
+            req
+        };
+        *counts
+            .entry(raw_status(addr, req.as_bytes()).await)
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn idempotent_requests_are_retried_and_posts_are_not() {
+    let good = server("good", Duration::ZERO).await;
+    let rt = start(&http_config(
+        "",
+        &upstream("u", "rr", "", &[broken_server().await, good.addr]),
+    ))
+    .await;
+    let a = common::addr(&rt);
+    let gets = statuses(a, "GET", 10).await;
+    assert_eq!(
+        gets.get(&200),
+        Some(&10),
+        "every GET reaches the good server: {gets:?}"
+    );
+    let l = rt.listener("l").expect("l");
+    // Round robin: every GET starts on the broken server (its retry takes the next turn).
+    assert_eq!(l.stats.retries.load(Ordering::Relaxed), 10);
+    let posts = statuses(a, "POST", 10).await;
+    assert_eq!(
+        posts.get(&502),
+        Some(&5),
+        "a POST is never sent twice: {posts:?}"
+    );
+    assert_eq!(posts.get(&200), Some(&5), "{posts:?}");
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn server_5xx_is_retried_only_when_asked_for() {
+    let good = server("good", Duration::ZERO).await;
+    let unavailable = status_server(503).await;
+    let list = [unavailable, good.addr];
+    let rt = start(&http_config("", &upstream("u", "rr", "", &list))).await;
+    let counts = statuses(common::addr(&rt), "GET", 10).await;
+    assert_eq!(
+        counts.get(&503),
+        Some(&5),
+        "by default a server's 503 is passed on: {counts:?}"
+    );
+    rt.shutdown(Duration::from_secs(1)).await;
+
+    let extra = "retry_on = [\"error\", \"timeout\", \"http_5xx\"]";
+    let rt = start(&http_config("", &upstream("u", "rr", extra, &list))).await;
+    let counts = statuses(common::addr(&rt), "GET", 10).await;
+    assert_eq!(counts.get(&200), Some(&10), "{counts:?}");
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn retry_timeout_bounds_the_total_time() {
+    let good = server("good", Duration::ZERO).await;
+    let slow = server("slow", Duration::from_secs(3)).await;
+    let list = [slow.addr, good.addr];
+    let extra = "response_timeout = \"300ms\"";
+    let rt = start(&http_config("", &upstream("u", "rr", extra, &list))).await;
+    // Without a budget the timed-out GET is retried on the good server.
+    let counts = statuses(common::addr(&rt), "GET", 2).await;
+    assert_eq!(counts.get(&200), Some(&2), "{counts:?}");
+    rt.shutdown(Duration::from_secs(1)).await;
+
+    let extra = "response_timeout = \"300ms\"\nretry_timeout = \"100ms\"";
+    let rt = start(&http_config("", &upstream("u", "rr", extra, &list))).await;
+    let counts = statuses(common::addr(&rt), "GET", 2).await;
+    assert_eq!(
+        counts.get(&504),
+        Some(&1),
+        "past the budget the 504 stands: {counts:?}"
+    );
+    assert_eq!(counts.get(&200), Some(&1), "{counts:?}");
+    rt.shutdown(Duration::from_secs(1)).await;
+}

@@ -234,6 +234,23 @@ pub struct HttpUpstreamConfig {
     pub http2: bool,
     /// `tls = true`: connect to the servers with TLS. `None` = plain TCP (default).
     pub tls: Option<UpstreamTls>,
+    /// `retry_on`: which server failures send an idempotent, bodyless request to another server
+    /// (a failed connect always does). Default: error and timeout (nginx `proxy_next_upstream`).
+    pub retry_on: Vec<RetryOn>,
+    /// `retry_timeout`: no retry starts once this long has passed since the first attempt
+    /// (nginx `proxy_next_upstream_timeout`). `None` = no limit (default).
+    pub retry_timeout: Option<Duration>,
+}
+
+/// A server failure after which a request may be retried on another server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    /// `error`: the connection failed while sending the request or reading the response head.
+    Error,
+    /// `timeout`: no response head within `response_timeout`.
+    Timeout,
+    /// `http_5xx`: the server answered with a 5xx status.
+    Http5xx,
 }
 
 /// TLS to the servers of an upstream.

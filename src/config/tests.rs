@@ -512,6 +512,8 @@ fn complete_file_builds_the_expected_model() {
                 keepalive_timeout: defaults::SERVER_KEEPALIVE_TIMEOUT,
                 http2: false,
                 tls: None,
+                retry_on: vec![super::RetryOn::Error, super::RetryOn::Timeout],
+                retry_timeout: None,
             },
             servers: vec![
                 ServerConfig {

@@ -162,6 +162,10 @@ pub(crate) struct UpstreamToml {
     pub(crate) keepalive_pool: Option<Spanned<i64>>,
     /// `keepalive_timeout`: a duration (HTTP).
     pub(crate) keepalive_timeout: Option<Spanned<DurationToml>>,
+    /// `retry_on`: failures to retry (HTTP).
+    pub(crate) retry_on: Option<Vec<Spanned<String>>>,
+    /// `retry_timeout`: total retry budget (HTTP).
+    pub(crate) retry_timeout: Option<Spanned<DurationToml>>,
     /// `http2`: HTTP/2 to servers (HTTP).
     pub(crate) http2: Option<bool>,
     /// `tls`: TLS to servers (HTTP).

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::super::toml::{ListenerToml, RouteToml, UpstreamToml};
 use super::super::{
-    defaults, CertSource, HttpListenerConfig, HttpUpstreamConfig, PathMatch, ProxyVersion,
+    defaults, CertSource, HttpListenerConfig, HttpUpstreamConfig, PathMatch, ProxyVersion, RetryOn,
     RouteConfig, ServerVerification, TrustedSources, UpstreamTls,
 };
 use super::Validator;
@@ -302,7 +302,36 @@ impl Validator<'_, '_> {
             )
             .unwrap_or(defaults::SERVER_KEEPALIVE_TIMEOUT);
         let tls = self.upstream_tls(base, u);
+        let retry_on = match &u.retry_on {
+            None => vec![RetryOn::Error, RetryOn::Timeout],
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    self.choice(
+                        Some(v),
+                        &key(&format!("retry_on[{i}]")),
+                        "a retry condition",
+                        &[
+                            ("error", RetryOn::Error),
+                            ("timeout", RetryOn::Timeout),
+                            ("http_5xx", RetryOn::Http5xx),
+                        ],
+                        "",
+                        RetryOn::Error,
+                    )
+                })
+                .collect(),
+        };
+        let retry_timeout = self.duration(
+            u.retry_timeout.as_ref(),
+            &key("retry_timeout"),
+            Duration::from_millis(1),
+            defaults::DURATION_MAX,
+        );
         HttpUpstreamConfig {
+            retry_on,
+            retry_timeout,
             response_timeout,
             keepalive_pool: usize::try_from(keepalive_pool).unwrap_or(defaults::KEEPALIVE_POOL),
             keepalive_timeout,

@@ -36,6 +36,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::RetryOn;
 use crate::listener::socket::tune_stream;
 use crate::scheduler::PickContext;
 use crate::upstream::{ServerGuard, Tried, Upstream};
@@ -330,7 +331,7 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
 
     let exceeded = Arc::new(AtomicBool::new(false));
     let req = req.map(|body| RequestBody {
-        inner: body,
+        inner: Some(body),
         remaining: if limit == 0 { u64::MAX } else { limit },
         exceeded: Arc::clone(&exceeded),
     });
@@ -363,7 +364,7 @@ async fn forward(
     req: Request<RequestBody>,
     ctx: &Ctx,
     up: &Arc<HttpUpstream>,
-    upgrade: Option<OnUpgrade>,
+    mut upgrade: Option<OnUpgrade>,
 ) -> Response<ProxyBody> {
     let listener = &ctx.route.listener;
     let upstream = &up.upstream;
@@ -374,6 +375,18 @@ async fn forward(
         local: listener.local_addr.ip(),
     };
     let mut tried = Tried::new();
+    // A request that may be sent again after a failure: idempotent, with no body to replay.
+    let template = (upgrade.is_none() && is_retryable(&req)).then(|| {
+        (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+            Arc::clone(&req.body().exceeded),
+        )
+    });
+    let started = tokio::time::Instant::now();
+    let mut req = Some(req);
+    let mut last_failure = None;
     for _attempt in 0..=ucfg.retries {
         let Some(guard) = upstream.select(&snapshot, &pick, &tried) else {
             break;
@@ -384,7 +397,7 @@ async fn forward(
             continue;
         };
         // An upgraded connection becomes a tunnel and never returns to a pool, so it gets its own.
-        let pooled = match upgrade {
+        let pooled = match &upgrade {
             Some(_) => None,
             None => pool.checkout(ucfg.http.keepalive_timeout).await,
         };
@@ -405,7 +418,46 @@ async fn forward(
                 }
             },
         };
-        return send(req, sender, guard, ctx, up, upgrade).await;
+        let Some(this) = req.take() else {
+            break;
+        };
+        let failed = match send(this, sender, guard, ctx, up, upgrade.take()).await {
+            Ok(resp) => return resp,
+            Err(failed) => failed,
+        };
+        let within_budget = ucfg
+            .http
+            .retry_timeout
+            .is_none_or(|budget| started.elapsed() < budget);
+        let rebuilt = match &template {
+            Some((method, uri, headers, exceeded))
+                if within_budget && ucfg.http.retry_on.contains(&failed.reason) =>
+            {
+                let mut r = Request::new(RequestBody {
+                    inner: None,
+                    remaining: 0,
+                    exceeded: Arc::clone(exceeded),
+                });
+                *r.method_mut() = method.clone();
+                *r.uri_mut() = uri.clone();
+                *r.headers_mut() = headers.clone();
+                Some(r)
+            }
+            _ => None,
+        };
+        match rebuilt {
+            Some(r) => {
+                listener.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(listener = %listener.config.name, reason = ?failed.reason, "retrying on another server");
+                req = Some(r);
+                last_failure = Some(failed.answer);
+            }
+            None => return failed.answer,
+        }
+    }
+    if let Some(answer) = last_failure {
+        // Retries ran out: the client gets the last server failure.
+        return answer;
     }
     listener.stats.no_server.fetch_add(1, Ordering::Relaxed);
     upstream.stats.no_server.fetch_add(1, Ordering::Relaxed);
@@ -480,7 +532,7 @@ async fn send(
     ctx: &Ctx,
     up: &Arc<HttpUpstream>,
     upgrade: Option<OnUpgrade>,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, Failed> {
     let listener = &ctx.route.listener;
     let ucfg = &up.upstream.config;
     let server = Arc::clone(guard.server());
@@ -510,8 +562,9 @@ async fn send(
                 let server_side = hyper::upgrade::on(&mut resp);
                 tokio::spawn(tunnel(client, server_side, guard, ctx.abort.clone()));
                 let (parts, _) = resp.into_parts();
-                return Response::from_parts(parts, ProxyBody::Full(None));
+                return Ok(Response::from_parts(parts, ProxyBody::Full(None)));
             }
+            let server_error = resp.status().is_server_error();
             let (parts, body) = resp.into_parts();
             let body = ProxyBody::Upstream(Box::new(Pooled {
                 body,
@@ -520,21 +573,32 @@ async fn send(
                 index: guard.index(),
                 _guard: guard,
             }));
-            Response::from_parts(parts, body)
+            let resp = Response::from_parts(parts, body);
+            if server_error {
+                // Nothing has reached the client yet: a retry may still take its place.
+                return Err(Failed {
+                    reason: RetryOn::Http5xx,
+                    answer: resp,
+                });
+            }
+            Ok(resp)
         }
         Ok(Err(_)) if body_exceeded.load(Ordering::Relaxed) => {
             // The client's fault, not the server's: the caller answers 413.
-            error(
+            Ok(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "the request body is larger than allowed",
-            )
+            ))
         }
         Ok(Err(e)) => {
             server.stats.errors.fetch_add(1, Ordering::Relaxed);
             listener.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(listener = %listener.config.name, server = %server.address(), error = %e,
                 "server failed the request");
-            error(StatusCode::BAD_GATEWAY, "the server failed to answer")
+            Err(Failed {
+                reason: RetryOn::Error,
+                answer: error(StatusCode::BAD_GATEWAY, "the server failed to answer"),
+            })
         }
         Err(_) => {
             server.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -544,12 +608,34 @@ async fn send(
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(listener = %listener.config.name, server = %server.address(),
                 timeout = ?ucfg.http.response_timeout, "server did not answer in time");
-            error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the server did not answer in time",
-            )
+            Err(Failed {
+                reason: RetryOn::Timeout,
+                answer: error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the server did not answer in time",
+                ),
+            })
         }
     }
+}
+
+/// A request a server failed before any byte of an answer reached the client.
+struct Failed {
+    /// What went wrong, as `retry_on` names it.
+    reason: RetryOn,
+    /// What the client gets if the request is not retried.
+    answer: Response<ProxyBody>,
+}
+
+/// Whether a request may be sent to another server after a failure: an idempotent method
+/// (RFC 9110 §9.2.2) and no body, since a body already streamed cannot be replayed.
+fn is_retryable(req: &Request<RequestBody>) -> bool {
+    use http::Method;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    idempotent && req.body().is_end_stream()
 }
 
 /// Relays an upgraded connection (WebSocket…) both ways until either side closes or shutdown's
@@ -622,7 +708,8 @@ impl Pooled {
 
 /// A request body on its way to a server, cut off (and flagged) past `max_body_size`.
 pub struct RequestBody {
-    inner: Incoming,
+    /// The client's body; `None` for the empty body of a retried request.
+    inner: Option<Incoming>,
     /// Bytes still allowed.
     remaining: u64,
     /// Set when the client sent more than allowed, so the answer becomes a 413.
@@ -642,7 +729,10 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => f,
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => return Poll::Ready(None),
@@ -660,11 +750,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
