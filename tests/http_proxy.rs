@@ -655,3 +655,79 @@ async fn retry_timeout_bounds_the_total_time() {
     assert_eq!(counts.get(&200), Some(&1), "{counts:?}");
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_sticky_cookie_keeps_a_client_on_its_server_until_the_server_is_gone() {
+    let s = [
+        server("a", Duration::ZERO).await,
+        server("b", Duration::ZERO).await,
+        server("c", Duration::ZERO).await,
+    ];
+    let addrs: Vec<SocketAddr> = s.iter().map(|s| s.addr).collect();
+    let rt = start(&http_config(
+        "",
+        &upstream("u", "rr", "sticky_cookie = \"SRV\"", &addrs),
+    ))
+    .await;
+    let mut c = Client::connect(common::addr(&rt)).await;
+    let first = c.get("x", "/", &[]).await;
+    let set = first.headers["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        set.starts_with("SRV=") && set.ends_with("; Path=/; HttpOnly"),
+        "{set}"
+    );
+    assert!(first
+        .headers
+        .get_all("cache-control")
+        .iter()
+        .any(|v| v == "private"));
+    let cookie = set.split(';').next().expect("pair").to_owned();
+    let home = first.field("name").expect("name").to_owned();
+    for _ in 0..6 {
+        let r = c
+            .get("x", "/", &[("cookie", &format!("theme=dark; {cookie}"))])
+            .await;
+        assert_eq!(
+            r.field("name"),
+            Some(home.as_str()),
+            "round robin is overridden by the cookie"
+        );
+        assert!(
+            r.headers.get("set-cookie").is_none(),
+            "no new cookie while it holds"
+        );
+        assert_eq!(
+            r.header_seen("cookie"),
+            Some("theme=dark"),
+            "the server never sees SRV"
+        );
+    }
+    rt.shutdown(Duration::from_secs(1)).await;
+
+    // A cookie naming a server that refuses connections: the client is rescheduled, and a new
+    // cookie names the server that answered.
+    let dead = common::closed_port().await;
+    let list = [dead, s[0].addr, s[1].addr];
+    let rt = start(&http_config(
+        "",
+        &upstream("u", "rr", "sticky_cookie = \"SRV\"", &list),
+    ))
+    .await;
+    let mut c = Client::connect(common::addr(&rt)).await;
+    let dead_cookie = format!("SRV={:016x}", ballast::scheduler::server_id(&dead));
+    for _ in 0..3 {
+        let r = c.get("x", "/", &[("cookie", &dead_cookie)]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let set = r
+            .headers
+            .get("set-cookie")
+            .expect("a new cookie")
+            .to_str()
+            .expect("ascii");
+        assert!(!set.starts_with(&dead_cookie), "{set}");
+    }
+    rt.shutdown(Duration::from_secs(1)).await;
+}

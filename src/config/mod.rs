@@ -234,6 +234,11 @@ pub struct HttpUpstreamConfig {
     pub http2: bool,
     /// `tls = true`: connect to the servers with TLS. `None` = plain TCP (default).
     pub tls: Option<UpstreamTls>,
+    /// `sticky_cookie`: the name of a cookie that keeps a client on one server (HAProxy `cookie
+    /// NAME insert indirect nocache`): ballast sets it on responses, follows it on requests while
+    /// that server can take them, and removes it before the request reaches the server. `None` =
+    /// off (default).
+    pub sticky_cookie: Option<String>,
     /// `retry_on`: which server failures send an idempotent, bodyless request to another server
     /// (a failed connect always does). Default: error and timeout (nginx `proxy_next_upstream`).
     pub retry_on: Vec<RetryOn>,

@@ -512,6 +512,7 @@ fn complete_file_builds_the_expected_model() {
                 keepalive_timeout: defaults::SERVER_KEEPALIVE_TIMEOUT,
                 http2: false,
                 tls: None,
+                sticky_cookie: None,
                 retry_on: vec![super::RetryOn::Error, super::RetryOn::Timeout],
                 retry_timeout: None,
             },

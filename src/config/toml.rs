@@ -162,6 +162,8 @@ pub(crate) struct UpstreamToml {
     pub(crate) keepalive_pool: Option<Spanned<i64>>,
     /// `keepalive_timeout`: a duration (HTTP).
     pub(crate) keepalive_timeout: Option<Spanned<DurationToml>>,
+    /// `sticky_cookie`: a cookie name (HTTP).
+    pub(crate) sticky_cookie: Option<Spanned<String>>,
     /// `retry_on`: failures to retry (HTTP).
     pub(crate) retry_on: Option<Vec<Spanned<String>>>,
     /// `retry_timeout`: total retry budget (HTTP).

@@ -329,7 +329,21 @@ impl Validator<'_, '_> {
             Duration::from_millis(1),
             defaults::DURATION_MAX,
         );
+        let sticky_cookie = u.sticky_cookie.as_ref().and_then(|c| {
+            let name = c.get_ref();
+            // RFC 6265 §4.1.1: a cookie name is an HTTP token.
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if name.is_empty() || !name.bytes().all(token) {
+                let message = format!(
+                    "{name:?} is not a cookie name; allowed: letters, digits and !#$%&'*+-.^_`|~"
+                );
+                self.error(c.span().start, &key("sticky_cookie"), message);
+                return None;
+            }
+            Some(name.clone())
+        });
         HttpUpstreamConfig {
+            sticky_cookie,
             retry_on,
             retry_timeout,
             response_timeout,

@@ -213,20 +213,43 @@ impl Upstream {
                 });
                 let Some(i) = pick else { break };
                 let idx = tier.members[i];
-                let server = &snapshot.servers[idx];
-                let before = server.stats.active.fetch_add(1, Ordering::Relaxed);
-                let max = u64::from(server.config.max_connections);
-                if max != 0 && before >= max {
-                    server.stats.active.fetch_sub(1, Ordering::Relaxed);
-                    full.insert(idx);
-                    continue;
+                match reserve(snapshot, idx) {
+                    Some(guard) => return Some(guard),
+                    None => full.insert(idx),
                 }
-                return Some(ServerGuard {
-                    server: Arc::clone(server),
-                    index: idx,
-                });
             }
         }
         None
     }
+
+    /// Reserves a slot on the server at `index` if it can take a connection now (weight above 0,
+    /// room under `max_connections`, not yet tried). Used when something other than the
+    /// scheduler, such as a stickiness cookie, names the server.
+    pub fn select_server(
+        &self,
+        snapshot: &UpstreamSnapshot,
+        index: usize,
+        tried: &Tried,
+    ) -> Option<ServerGuard> {
+        let server = snapshot.servers.get(index)?;
+        if tried.contains(index) || server.config.weight == 0 || !server.has_room() {
+            return None;
+        }
+        reserve(snapshot, index)
+    }
+}
+
+/// Takes one connection slot on `snapshot.servers[index]`, unless `max_connections` is reached.
+fn reserve(snapshot: &UpstreamSnapshot, index: usize) -> Option<ServerGuard> {
+    let server = snapshot.servers.get(index)?;
+    let before = server.stats.active.fetch_add(1, Ordering::Relaxed);
+    let max = u64::from(server.config.max_connections);
+    if max != 0 && before >= max {
+        server.stats.active.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
+    Some(ServerGuard {
+        server: Arc::clone(server),
+        index,
+    })
 }

@@ -67,6 +67,42 @@ pub fn requested_upgrade<B>(req: &http::Request<B>) -> Option<HeaderValue> {
     }
 }
 
+/// The value of cookie `name` in the request's `Cookie` headers, if present.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+/// Removes cookie `name` from the request's `Cookie` headers (dropping a header left empty).
+pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .map(str::trim)
+                .filter(|pair| pair.split_once('=').is_none_or(|(k, _)| k != name))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .filter(|v| !v.is_empty())
+        .collect();
+    headers.remove(header::COOKIE);
+    for v in kept {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.append(header::COOKIE, v);
+        }
+    }
+}
+
 /// What the forwarding headers say about the client.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarding<'a> {
@@ -174,6 +210,26 @@ mod tests {
             "for=\"[2001:db8::1]\";proto=http;host=example.com"
         );
         assert_eq!(h[header::VIA], "1.1 ballast");
+    }
+
+    #[test]
+    fn a_cookie_is_found_and_removed_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; SERVERID=abc; b=2"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("SERVERID=zzz"));
+        assert_eq!(cookie(&h, "SERVERID"), Some("abc"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "c"), None);
+        remove_cookie(&mut h, "SERVERID");
+        let left: Vec<&str> = h
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(left, ["a=1; b=2"]);
     }
 
     #[test]

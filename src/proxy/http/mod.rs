@@ -59,6 +59,9 @@ pub struct HttpUpstream {
     pub pools: Box<[ServerPool]>,
     /// TLS to the servers (`tls = true`).
     tls: Option<UpstreamTls>,
+    /// The `sticky_cookie` value naming each server: a stable hash of its address, so it
+    /// survives restarts and means the same on every ballast of a pair.
+    cookie_values: Box<[String]>,
 }
 
 /// What connecting with TLS needs.
@@ -99,10 +102,17 @@ impl HttpUpstream {
                 })
             }
         };
+        let cookie_values = upstream
+            .snapshot()
+            .servers
+            .iter()
+            .map(|s| format!("{:016x}", crate::scheduler::server_id(&s.address())))
+            .collect();
         Ok(HttpUpstream {
             upstream,
             pools: (0..n).map(|_| ServerPool::default()).collect(),
             tls,
+            cookie_values,
         })
     }
 }
@@ -385,10 +395,24 @@ async fn forward(
         )
     });
     let started = tokio::time::Instant::now();
+    // Stickiness: the server the client's cookie names goes first, and the cookie is not passed
+    // on (it is ballast's, not the application's).
+    let mut req = req;
+    let cookie_name = ucfg.http.sticky_cookie.as_deref();
+    let mut sticky = None;
+    if let Some(name) = cookie_name {
+        sticky = headers::cookie(req.headers(), name)
+            .and_then(|v| up.cookie_values.iter().position(|c| c == v));
+        headers::remove_cookie(req.headers_mut(), name);
+    }
+    let wanted = sticky;
     let mut req = Some(req);
     let mut last_failure = None;
     for _attempt in 0..=ucfg.retries {
-        let Some(guard) = upstream.select(&snapshot, &pick, &tried) else {
+        let preferred = sticky
+            .take()
+            .and_then(|i| upstream.select_server(&snapshot, i, &tried));
+        let Some(guard) = preferred.or_else(|| upstream.select(&snapshot, &pick, &tried)) else {
             break;
         };
         let index = guard.index();
@@ -422,7 +446,12 @@ async fn forward(
             break;
         };
         let failed = match send(this, sender, guard, ctx, up, upgrade.take()).await {
-            Ok(resp) => return resp,
+            Ok(mut resp) => {
+                if let (Some(name), false) = (cookie_name, wanted == Some(index)) {
+                    set_sticky_cookie(&mut resp, name, up, index);
+                }
+                return resp;
+            }
             Err(failed) => failed,
         };
         let within_budget = ucfg
@@ -616,6 +645,19 @@ async fn send(
                 ),
             })
         }
+    }
+}
+
+/// Tells the client which server to come back to (HAProxy `insert nocache`: the response is also
+/// marked `Cache-Control: private`, so no shared cache hands one client's cookie to others).
+fn set_sticky_cookie(resp: &mut Response<ProxyBody>, name: &str, up: &HttpUpstream, index: usize) {
+    let Some(value) = up.cookie_values.get(index) else {
+        return;
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly")) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+        resp.headers_mut()
+            .append(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
 }
 
