@@ -356,3 +356,91 @@ async fn servers_can_be_reached_with_tls_and_with_http2() {
     assert_eq!(resp.status(), 503, "no server could be connected to");
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn grpc_style_http2_with_trailers_passes_end_to_end() {
+    // An h2c server that checks `te: trailers` and answers a body then a grpc-status trailer.
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let te_ok = req.headers().get("te").is_some_and(|v| v == "trailers");
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert(
+                            "grpc-status",
+                            if te_ok { "0" } else { "3" }.parse().expect("value"),
+                        );
+                        let body = TrailerBody {
+                            data: Some(Bytes::from_static(b"\0\0\0\0\x02hi")),
+                            trailers: Some(trailers),
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(body)
+                                .expect("response"),
+                        )
+                    });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let cfg = format!(
+        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"u\"\n\n\
+         [[upstream]]\nname = \"u\"\nhttp2 = true\nserver = [{{ address = \"{server}\" }}]\n"
+    );
+    let rt = start(&cfg).await;
+    let tcp = TcpStream::connect(common::addr(&rt))
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2");
+    tokio::spawn(conn);
+    let req = Request::post("http://grpc.test/pkg.Svc/Call")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x02yo")))
+        .expect("req");
+    let resp = tokio::time::timeout(PATIENCE, sender.send_request(req))
+        .await
+        .expect("in time")
+        .expect("resp");
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.expect("body");
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers reach the client");
+    assert_eq!(trailers["grpc-status"], "0", "the server saw te: trailers");
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A response body of one data frame followed by trailers.
+struct TrailerBody {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl hyper::body::Body for TrailerBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let frame = match self.data.take() {
+            Some(d) => Some(hyper::body::Frame::data(d)),
+            None => self.trailers.take().map(hyper::body::Frame::trailers),
+        };
+        std::task::Poll::Ready(frame.map(Ok))
+    }
+}

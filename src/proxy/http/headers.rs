@@ -1,7 +1,8 @@
 //! Header handling between client and server: hop-by-hop headers removed both ways (RFC 9110
 //! §7.6.1), and the forwarding headers servers rely on added to requests.
 //!
-//! * Removed: `Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`, `TE`,
+//! * Removed: `Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`, `TE`
+//!   (except `TE: trailers`, which gRPC needs),
 //!   `Trailer`, `Transfer-Encoding` (hyper re-frames the body itself), `Upgrade`.
 //! * Added to requests: `X-Forwarded-For` (the client address appended to what came in),
 //!   `X-Forwarded-Proto`, `X-Forwarded-Host` (the Host the client asked for), optionally RFC 7239
@@ -35,6 +36,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
+    // `TE: trailers` is the one TE value that is end to end in spirit: it says the client accepts
+    // trailers, and gRPC servers refuse requests without it (RFC 9113 §8.2.2 allows it in HTTP/2).
+    let te_trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
     for name in [
         header::CONNECTION,
         KEEP_ALIVE,
@@ -45,6 +55,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         header::UPGRADE,
     ] {
         headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -178,7 +191,7 @@ mod tests {
         );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
         h.insert(
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
@@ -188,6 +201,11 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers, gzip"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h[header::TE], "trailers", "TE: trailers is kept, for gRPC");
     }
 
     #[test]
