@@ -444,3 +444,67 @@ impl hyper::body::Body for TrailerBody {
         std::task::Poll::Ready(frame.map(Ok))
     }
 }
+
+/// Runs curl (a real, independent client) with `args`; `None` when curl is not installed, which
+/// fails the test under CI (`.ci/run` installs it).
+fn curl(args: &[&str]) -> Option<String> {
+    let out = match std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+    {
+        Ok(out) => out,
+        Err(_) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "curl is missing, and CI must install it"
+            );
+            eprintln!("SKIPPED: curl is not installed");
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_speaks_http1_h2c_and_https_through_ballast() {
+    let pki = pki("curl");
+    let backend = backend().await;
+    let d = pki.dir.display();
+    let cfg = format!(
+        "[[listener]]\nname = \"plain\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"u\"\n\n\
+         [[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\nprotocol = \"https\"\nupstream = \"u\"\n\
+         [[listener.certificate]]\ncert_file = \"{d}/a.pem\"\nkey_file = \"{d}/a.key\"\n\n\
+         [[upstream]]\nname = \"u\"\nserver = [{{ address = \"{backend}\" }}]\n"
+    );
+    let rt = start(&cfg).await;
+    let plain = rt.listener_addr("plain").expect("plain");
+    let tls = rt.listener_addr("tls").expect("tls");
+    let url = format!("http://{plain}/");
+    let https = format!("https://a.test:{}/", tls.port());
+    let resolve = format!("a.test:{}:127.0.0.1", tls.port());
+    let ca = pki.dir.join("ca.pem");
+    let ca = ca.to_str().expect("utf-8 path").to_owned();
+    let results = tokio::task::spawn_blocking(move || {
+        [
+            curl(&["--http1.1", &url]),
+            curl(&["--http2-prior-knowledge", &url]),
+            curl(&["--http2", "--cacert", &ca, "--resolve", &resolve, &https]),
+            curl(&["--http1.1", "--cacert", &ca, "--resolve", &resolve, &https]),
+        ]
+    })
+    .await
+    .expect("curl runs");
+    let want = ["http", "http", "https", "https"];
+    for (got, want) in results.iter().zip(want) {
+        if let Some(got) = got {
+            assert_eq!(got, want);
+        }
+    }
+    rt.shutdown(Duration::from_secs(1)).await;
+}
