@@ -448,20 +448,17 @@ impl hyper::body::Body for TrailerBody {
 /// Runs curl (a real, independent client) with `args`; `None` when curl is not installed, which
 /// fails the test under CI (`.ci/run` installs it).
 fn curl(args: &[&str]) -> Option<String> {
-    let out = match std::process::Command::new("curl")
+    let Ok(out) = std::process::Command::new("curl")
         .args(["-sS", "--max-time", "10"])
         .args(args)
         .output()
-    {
-        Ok(out) => out,
-        Err(_) => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "curl is missing, and CI must install it"
-            );
-            eprintln!("SKIPPED: curl is not installed");
-            return None;
-        }
+    else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "curl is missing, and CI must install it"
+        );
+        eprintln!("SKIPPED: curl is not installed");
+        return None;
     };
     assert!(
         out.status.success(),
