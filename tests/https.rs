@@ -228,57 +228,40 @@ fn check_names_the_certificate_file_that_is_wrong() {
     assert!(stderr.contains("a.key"), "names the key file: {stderr}");
 }
 
-/// A TLS server (the "a" certificate) answering `proto=<version>` for HTTP/1.1 or HTTP/2 by ALPN.
-async fn tls_backend(pki: &Pki) -> SocketAddr {
-    let certs = [ballast::tls::CertSource {
-        cert_file: pki.dir.join("a.pem"),
-        key_file: pki.dir.join("a.key"),
-        server_names: Vec::new(),
-    }];
-    let config = ballast::tls::server_config(&certs, &[b"h2", b"http/1.1"]).expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+/// A server answering each request with its HTTP version (`HTTP/1.1`, `HTTP/2.0`): over TLS
+/// with the "a" certificate (version by ALPN) when `pki` is given, else plain HTTP/1.1 or h2c.
+async fn version_backend(pki: Option<&Pki>) -> SocketAddr {
+    let acceptor = pki.map(|pki| {
+        let certs = [ballast::tls::CertSource {
+            cert_file: pki.dir.join("a.pem"),
+            key_file: pki.dir.join("a.key"),
+            server_names: Vec::new(),
+        }];
+        let config =
+            ballast::tls::server_config(&certs, &[b"h2", b"http/1.1"]).expect("server config");
+        tokio_rustls::TlsAcceptor::from(config)
+    });
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(s).await else {
-                    return;
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let body = format!("{:?}", req.version());
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            body,
+                        ))))
+                    });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = match acceptor {
+                    Some(acceptor) => match acceptor.accept(s).await {
+                        Ok(tls) => builder.serve_connection(TokioIo::new(tls), svc).await,
+                        Err(_) => return,
+                    },
+                    None => builder.serve_connection(TokioIo::new(s), svc).await,
                 };
-                let svc =
-                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        let body = format!("{:?}", req.version());
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                            body,
-                        ))))
-                    });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-/// A plain HTTP/2 (prior knowledge) server answering with the request's version.
-async fn h2c_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        let body = format!("{:?}", req.version());
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                            body,
-                        ))))
-                    });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
             });
         }
     });
@@ -308,8 +291,8 @@ async fn get_body(addr: SocketAddr) -> String {
 async fn servers_can_be_reached_with_tls_and_with_http2() {
     let pki = pki("upstream");
     let ca = pki.dir.join("ca.pem");
-    let tls = tls_backend(&pki).await;
-    let h2c = h2c_backend().await;
+    let tls = version_backend(Some(&pki)).await;
+    let h2c = version_backend(None).await;
     let cfg = |extra: &str, server: SocketAddr| {
         format!(
             "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"u\"\n\n\
