@@ -1,0 +1,145 @@
+//! The bodies that cross the proxy: requests on their way to a server (with the `max_body_size`
+//! cut-off) and responses on their way to a client (streamed from a server, returning the
+//! connection to its pool when they end, or ballast's own short error text).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::pool::Sender;
+use super::HttpUpstream;
+use crate::upstream::ServerGuard;
+
+/// A response body from a server; when it ends, its connection goes back to the server's pool and
+/// the server's active count drops (the guard).
+pub struct Pooled {
+    pub(super) body: Incoming,
+    pub(super) sender: Option<Sender>,
+    pub(super) up: Arc<HttpUpstream>,
+    pub(super) index: usize,
+    pub(super) _guard: ServerGuard,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        // A body hyper never polled (empty: 204, 304, HEAD, Content-Length: 0) still leaves a
+        // reusable connection; one dropped half way does not (hyper closes it).
+        if self.body.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+impl Pooled {
+    /// Returns the connection to its server's pool (once).
+    fn release(&mut self) {
+        let Some(sender) = self.sender.take() else {
+            return;
+        };
+        if let Some(pool) = self.up.pools.get(self.index) {
+            pool.checkin(sender, self.up.upstream.config.http.keepalive_pool);
+        }
+    }
+}
+
+/// A request body on its way to a server, cut off (and flagged) past `max_body_size`.
+pub struct RequestBody {
+    /// The client's body; `None` for the empty body of a retried request.
+    pub(super) inner: Option<Incoming>,
+    /// Bytes still allowed.
+    pub(super) remaining: u64,
+    /// Set when the client sent more than allowed, so the answer becomes a 413.
+    pub(super) exceeded: Arc<AtomicBool>,
+}
+
+/// The error a [`RequestBody`] ends with when the client sends too much.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than max_body_size")]
+pub struct BodyTooLarge;
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => f,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > self.remaining {
+                self.exceeded.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+            }
+            self.remaining -= len;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// The body of a response to a client: streamed from a server, or ballast's own short text.
+pub enum ProxyBody {
+    /// From a server.
+    Upstream(Box<Pooled>),
+    /// Written by ballast (error pages).
+    Full(Option<Bytes>),
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Upstream(p) => {
+                let r = Pin::new(&mut p.body).poll_frame(cx);
+                if let Poll::Ready(None) = r {
+                    p.release();
+                }
+                r
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(data) => data.is_none(),
+            ProxyBody::Upstream(p) => p.body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Upstream(p) => p.body.size_hint(),
+        }
+    }
+}
