@@ -731,3 +731,51 @@ async fn a_sticky_cookie_keeps_a_client_on_its_server_until_the_server_is_gone()
     }
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn slow_headers_and_idle_keep_alive_connections_are_closed_after_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server("a", Duration::ZERO).await;
+    let rt = start(&http_config(
+        "header_timeout = \"300ms\"",
+        &upstream("u", "rr", "", &[s.addr]),
+    ))
+    .await;
+    let a = common::addr(&rt);
+
+    // Slowloris: half a request, then nothing.
+    let mut slow = TcpStream::connect(a).await.expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let started = tokio::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, slow.read_to_end(&mut buf))
+        .await
+        .expect("closed in time");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "closed too late: {waited:?}"
+    );
+
+    // A kept-alive connection that goes quiet after a request is closed the same way.
+    let mut idle = TcpStream::connect(a).await.expect("connect");
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).await.expect("response");
+    assert_eq!(&head[9..12], b"200");
+    let started = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, idle.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    rt.shutdown(Duration::from_secs(1)).await;
+}
