@@ -779,3 +779,63 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed_after_header_ti
     assert!(started.elapsed() < Duration::from_secs(3));
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_stalled_request_body_is_answered_408_after_body_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A server that reads the whole body before it answers.
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server_addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let n = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes().len())
+                            .unwrap_or(0);
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("{n}")))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let rt = start(&http_config(
+        "body_timeout = \"300ms\"",
+        &upstream("u", "rr", "", &[server_addr]),
+    ))
+    .await;
+    let mut c = TcpStream::connect(common::addr(&rt))
+        .await
+        .expect("connect");
+    c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part of it")
+        .await
+        .expect("write");
+    let started = tokio::time::Instant::now();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(PATIENCE, c.read_exact(&mut head))
+        .await
+        .expect("in time")
+        .expect("status");
+    assert_eq!(&head[9..12], b"408", "{}", String::from_utf8_lossy(&head));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "too early: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(3), "too late: {waited:?}");
+    let l = rt.listener("l").expect("l");
+    assert_eq!(l.stats.body_timeouts.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        l.stats.bad_gateway.load(Ordering::Relaxed),
+        0,
+        "not the server's fault"
+    );
+    drop(c);
+    rt.shutdown(Duration::from_secs(1)).await;
+}

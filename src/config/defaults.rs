@@ -79,3 +79,5 @@ pub const MAX_HEADERS_MAX: usize = 1000;
 pub const MAX_BODY_SIZE: u64 = 0;
 /// Largest `listener.max_body_size` accepted: 1 TiB.
 pub const MAX_BODY_SIZE_MAX: usize = 1 << 40;
+/// `listener.body_timeout`: 60 s, nginx's `client_body_timeout`.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -136,6 +136,9 @@ pub struct HttpListenerConfig {
     pub forwarded: bool,
     /// `via`: add `Via: 1.1 ballast` to requests and responses. Default: false.
     pub via: bool,
+    /// `body_timeout`: longest wait for the next piece of a request body; then 408 (nginx
+    /// `client_body_timeout`, HAProxy `timeout client`). Default: 60 s.
+    pub body_timeout: Duration,
     /// `max_header_size`: most bytes of request line and headers; more is answered 431.
     /// Default: 32 KiB.
     pub max_header_size: usize,

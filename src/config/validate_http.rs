@@ -64,6 +64,14 @@ impl Validator<'_, '_> {
             }
             None => defaults::REQUEST_ID_HEADER.to_owned(),
         };
+        let body_timeout = self
+            .duration(
+                l.body_timeout.as_ref(),
+                &key("body_timeout"),
+                Duration::from_millis(1),
+                defaults::DURATION_MAX,
+            )
+            .unwrap_or(defaults::BODY_TIMEOUT);
         let max_header_size = self.size_in(
             l.max_header_size.as_ref(),
             &key("max_header_size"),
@@ -87,6 +95,7 @@ impl Validator<'_, '_> {
         );
         let http = HttpListenerConfig {
             header_timeout,
+            body_timeout,
             max_header_size,
             max_headers: usize::try_from(max_headers).unwrap_or(defaults::MAX_HEADERS),
             max_body_size: max_body_size as u64,

@@ -34,6 +34,8 @@ pub struct ListenerStats {
     pub tls_failed: AtomicU64,
     /// HTTP requests answered 413 because the body was larger than `max_body_size`.
     pub too_large: AtomicU64,
+    /// HTTP requests answered 408 because the body stalled longer than `body_timeout`.
+    pub body_timeouts: AtomicU64,
     /// HTTP requests sent again to another server after a server failure (`retry_on`).
     pub retries: AtomicU64,
     /// HTTP requests answered 502 because the server failed.
@@ -60,6 +62,7 @@ impl ListenerStats {
             tls_failed: AtomicU64::new(0),
             too_large: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            body_timeouts: AtomicU64::new(0),
             gateway_timeout: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
         }

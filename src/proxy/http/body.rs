@@ -2,13 +2,16 @@
 //! cut-off) and responses on their way to a client (streamed from a server, returning the
 //! connection to its pool when they end, or ballast's own short error text).
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 use super::pool::Sender;
 use super::HttpUpstream;
@@ -46,24 +49,61 @@ impl Pooled {
     }
 }
 
-/// A request body on its way to a server, cut off (and flagged) past `max_body_size`.
+/// A request body on its way to a server, cut off (and flagged) past `max_body_size`, or when the
+/// client stops sending it for `body_timeout`.
 pub struct RequestBody {
     /// The client's body; `None` for the empty body of a retried request.
     pub(super) inner: Option<Incoming>,
     /// Bytes still allowed.
     pub(super) remaining: u64,
-    /// Set when the client sent more than allowed, so the answer becomes a 413.
-    pub(super) exceeded: Arc<AtomicBool>,
+    /// Set when the body was cut off by the client's fault (a [`BodyFault`] as `u8`), so the
+    /// answer becomes a 413 or 408 instead of a server error.
+    pub(super) fault: Arc<AtomicU8>,
+    /// Longest wait for the next piece of body (nginx `client_body_timeout`).
+    pub(super) timeout: Duration,
+    /// Armed while waiting for the client; created on the first wait only.
+    pub(super) timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer runs for the current wait. The clock starts when the client is found to
+    /// have nothing more, not when the last piece arrived: time hyper spends not asking (a slow
+    /// server pushing back) is not the client's.
+    pub(super) waiting: bool,
 }
 
-/// The error a [`RequestBody`] ends with when the client sends too much.
-#[derive(Debug, thiserror::Error)]
-#[error("request body larger than max_body_size")]
-pub struct BodyTooLarge;
+/// Why a request body was cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[repr(u8)]
+pub enum BodyFault {
+    /// More than `max_body_size`.
+    #[error("request body larger than max_body_size")]
+    TooLarge = 1,
+    /// Nothing for `body_timeout`.
+    #[error("request body stalled longer than body_timeout")]
+    TooSlow = 2,
+}
+
+impl BodyFault {
+    /// The fault recorded in `flag`, if any.
+    pub fn read(flag: &AtomicU8) -> Option<BodyFault> {
+        match flag.load(Ordering::Relaxed) {
+            1 => Some(BodyFault::TooLarge),
+            2 => Some(BodyFault::TooSlow),
+            _ => None,
+        }
+    }
+}
+
+impl RequestBody {
+    fn fail(&self, fault: BodyFault) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.fault.store(fault as u8, Ordering::Relaxed);
+        Poll::Ready(Some(Err(Box::new(fault))))
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -76,13 +116,27 @@ impl Body for RequestBody {
             Poll::Ready(Some(Ok(f))) => f,
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                let deadline = Instant::now() + self.timeout;
+                let starts = !self.waiting;
+                self.waiting = true;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if starts {
+                    timer.as_mut().reset(deadline);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return self.fail(BodyFault::TooSlow);
+                }
+                return Poll::Pending;
+            }
         };
+        self.waiting = false;
         if let Some(data) = frame.data_ref() {
             let len = data.len() as u64;
             if len > self.remaining {
-                self.exceeded.store(true, Ordering::Relaxed);
-                return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                return self.fail(BodyFault::TooLarge);
             }
             self.remaining -= len;
         }

@@ -21,7 +21,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -45,7 +45,7 @@ pub mod pool;
 pub mod route;
 
 use body::Pooled;
-pub use body::{ProxyBody, RequestBody};
+pub use body::{BodyFault, ProxyBody, RequestBody};
 
 use pool::{Sender, ServerPool};
 use route::Router;
@@ -341,19 +341,32 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
     *req.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
     *req.version_mut() = Version::HTTP_11;
 
-    let exceeded = Arc::new(AtomicBool::new(false));
+    let fault = Arc::new(AtomicU8::new(0));
     let req = req.map(|body| RequestBody {
         inner: Some(body),
         remaining: if limit == 0 { u64::MAX } else { limit },
-        exceeded: Arc::clone(&exceeded),
+        fault: Arc::clone(&fault),
+        timeout: lcfg.http.body_timeout,
+        timer: None,
+        waiting: false,
     });
     let mut resp = forward(req, ctx, up, upgrade.map(|(_, on)| on)).await;
-    if exceeded.load(Ordering::Relaxed) {
-        listener.stats.too_large.fetch_add(1, Ordering::Relaxed);
-        resp = error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the request body is larger than allowed",
-        );
+    match BodyFault::read(&fault) {
+        Some(BodyFault::TooLarge) => {
+            listener.stats.too_large.fetch_add(1, Ordering::Relaxed);
+            resp = error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than allowed",
+            );
+        }
+        Some(BodyFault::TooSlow) => {
+            listener.stats.body_timeouts.fetch_add(1, Ordering::Relaxed);
+            resp = error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            );
+        }
+        None => {}
     }
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -393,7 +406,7 @@ async fn forward(
             req.method().clone(),
             req.uri().clone(),
             req.headers().clone(),
-            Arc::clone(&req.body().exceeded),
+            Arc::clone(&req.body().fault),
         )
     });
     let started = tokio::time::Instant::now();
@@ -461,13 +474,16 @@ async fn forward(
             .retry_timeout
             .is_none_or(|budget| started.elapsed() < budget);
         let rebuilt = match &template {
-            Some((method, uri, headers, exceeded))
+            Some((method, uri, headers, fault))
                 if within_budget && ucfg.http.retry_on.contains(&failed.reason) =>
             {
                 let mut r = Request::new(RequestBody {
                     inner: None,
                     remaining: 0,
-                    exceeded: Arc::clone(exceeded),
+                    fault: Arc::clone(fault),
+                    timeout: listener.config.http.body_timeout,
+                    timer: None,
+                    waiting: false,
                 });
                 *r.method_mut() = method.clone();
                 *r.uri_mut() = uri.clone();
@@ -568,7 +584,7 @@ async fn send(
     let ucfg = &up.upstream.config;
     let server = Arc::clone(guard.server());
     server.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let body_exceeded = Arc::clone(&req.body().exceeded);
+    let body_fault = Arc::clone(&req.body().fault);
     let mut req = req;
     if sender.is_http2() {
         // HTTP/2 carries scheme and authority as pseudo-headers: give the request an absolute URI.
@@ -614,8 +630,8 @@ async fn send(
             }
             Ok(resp)
         }
-        Ok(Err(_)) if body_exceeded.load(Ordering::Relaxed) => {
-            // The client's fault, not the server's: the caller answers 413.
+        Ok(Err(_)) if BodyFault::read(&body_fault).is_some() => {
+            // The client's fault, not the server's: the caller answers 413 or 408.
             Ok(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "the request body is larger than allowed",
