@@ -753,15 +753,7 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed_after_header_ti
     let _ = tokio::time::timeout(PATIENCE, slow.read_to_end(&mut buf))
         .await
         .expect("closed in time");
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(250),
-        "closed too early: {waited:?}"
-    );
-    assert!(
-        waited < Duration::from_secs(3),
-        "closed too late: {waited:?}"
-    );
+    common::assert_fired_after_300ms(started, "slowloris close");
 
     // A kept-alive connection that goes quiet after a request is closed the same way.
     let mut idle = TcpStream::connect(a).await.expect("connect");
@@ -823,12 +815,7 @@ async fn a_stalled_request_body_is_answered_408_after_body_timeout() {
         .expect("in time")
         .expect("status");
     assert_eq!(&head[9..12], b"408", "{}", String::from_utf8_lossy(&head));
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(250),
-        "too early: {waited:?}"
-    );
-    assert!(waited < Duration::from_secs(3), "too late: {waited:?}");
+    common::assert_fired_after_300ms(started, "408");
     let l = rt.listener("l").expect("l");
     assert_eq!(l.stats.body_timeouts.load(Ordering::Relaxed), 1);
     assert_eq!(

@@ -386,16 +386,8 @@ async fn idle_connection_is_closed_after_idle_timeout() {
     let r = tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf))
         .await
         .expect("closed in time");
-    let waited = started.elapsed();
+    common::assert_fired_after_300ms(started, "idle close");
     assert!(r.is_ok(), "{r:?}");
-    assert!(
-        waited >= Duration::from_millis(250),
-        "closed too early: {waited:?}"
-    );
-    assert!(
-        waited < Duration::from_secs(3),
-        "closed too late: {waited:?}"
-    );
     let l = rt.listener("l").expect("l");
     eventually("idle timeout counted", || {
         l.stats.idle_timeouts.load(Ordering::Relaxed) == 1

@@ -102,9 +102,11 @@ impl Runtime {
             .iter()
             .map(|u| Arc::new(Upstream::new(u.clone())))
             .collect();
-        // Connection pools for HTTP, one set per upstream, shared by every HTTP listener.
+        // Connection pools (and TLS client setups) for HTTP, one set per upstream, shared by every
+        // HTTP listener; none at all when no listener speaks HTTP.
+        let any_http = config.listeners.iter().any(|l| l.protocol.is_http());
         let mut http_upstreams: Vec<Arc<HttpUpstream>> = Vec::with_capacity(upstreams.len());
-        for u in &upstreams {
+        for u in upstreams.iter().filter(|_| any_http) {
             let hu =
                 HttpUpstream::new(Arc::clone(u)).map_err(|source| RuntimeError::UpstreamTls {
                     upstream: u.name().to_owned(),

@@ -163,3 +163,17 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Asserts that a timeout of 300 ms fired: at least 250 ms after `started` (not early) and well
+/// within 3 s (not stuck).
+pub fn assert_fired_after_300ms(started: tokio::time::Instant, what: &str) {
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "{what} too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "{what} too late: {waited:?}"
+    );
+}

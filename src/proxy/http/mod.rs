@@ -246,21 +246,7 @@ struct Ctx {
     request_id: HeaderName,
 }
 
-/// The host a request is for, without port: the URI authority (HTTP/2, absolute-form) or Host.
-fn request_host(req: &Request<Incoming>) -> &str {
-    let raw = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("");
-    strip_port(raw)
-}
-
+/// `host` without its port (`[v6]:port` too).
 fn strip_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         // [v6]:port
@@ -274,6 +260,7 @@ fn strip_port(host: &str) -> &str {
 async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
     let listener = &ctx.route.listener;
     let lcfg = &listener.config;
+    // The host the client asked for: the URI authority (HTTP/2, absolute-form) or Host.
     let host_with_port = req
         .uri()
         .authority()
@@ -294,7 +281,10 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
             "the request body is larger than allowed",
         );
     }
-    let target = ctx.http.router.find(request_host(&req), req.uri().path());
+    let target = ctx
+        .http
+        .router
+        .find(strip_port(&host_with_port), req.uri().path());
     let Some(up) = ctx.http.upstreams.get(target.upstream) else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -333,12 +323,15 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
         }
         headers::ensure_request_id(h, &ctx.request_id)
     };
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    *req.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+    // Servers get origin-form (`/path?query`); most requests already are.
+    if req.uri().authority().is_some() || req.uri().scheme().is_some() {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        *req.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+    }
     *req.version_mut() = Version::HTTP_11;
 
     let fault = Arc::new(AtomicU8::new(0));
