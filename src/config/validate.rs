@@ -449,41 +449,6 @@ impl Validator<'_, '_> {
             let quoted: Vec<String> = defined.iter().map(|n| format!("{n:?}")).collect();
             format!("defined upstreams: {}", quoted.join(", "))
         };
-        // PROXY headers describe one client; pooled HTTP connections carry many.
-        for (i, l) in raw.listener.iter().enumerate() {
-            let l = l.get_ref();
-            let is_http = l
-                .protocol
-                .as_ref()
-                .is_some_and(|p| p.get_ref() == "http" || p.get_ref() == "https");
-            if !is_http {
-                continue;
-            }
-            let mut names: Vec<&str> = l
-                .route
-                .iter()
-                .filter_map(|r| r.get_ref().upstream.as_ref())
-                .map(|u| u.get_ref().as_str())
-                .collect();
-            names.extend(l.upstream.as_ref().map(|u| u.get_ref().as_str()));
-            for (j, up) in raw.upstream.iter().enumerate() {
-                let up = up.get_ref();
-                let (Some(name), Some(sp)) = (&up.name, &up.send_proxy) else {
-                    continue;
-                };
-                if names.contains(&name.get_ref().as_str()) {
-                    let message = format!(
-                        "upstream {:?} sends PROXY headers, which only tcp listeners support so far; listener[{i}] is http",
-                        name.get_ref()
-                    );
-                    self.error(
-                        sp.span().start,
-                        &format!("upstream[{j}].send_proxy"),
-                        message,
-                    );
-                }
-            }
-        }
         let mut binds: HashMap<SocketAddr, usize> = HashMap::new();
         for (i, l) in raw.listener.iter().enumerate() {
             let l = l.get_ref();

@@ -13,8 +13,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use super::pool::Sender;
-use super::HttpUpstream;
+use super::pool::{Sender, ServerPool};
 use crate::upstream::ServerGuard;
 
 /// A response body from a server; when it ends, its connection goes back to the server's pool and
@@ -22,8 +21,11 @@ use crate::upstream::ServerGuard;
 pub struct Pooled {
     pub(super) body: Incoming,
     pub(super) sender: Option<Sender>,
-    pub(super) up: Arc<HttpUpstream>,
-    pub(super) index: usize,
+    /// Where the connection goes back to: its server's shared pool, or the client connection's
+    /// own when the server is sent PROXY headers.
+    pub(super) pool: Arc<ServerPool>,
+    /// Most idle connections that pool keeps (`keepalive_pool`).
+    pub(super) max_idle: usize,
     pub(super) _guard: ServerGuard,
 }
 
@@ -43,9 +45,7 @@ impl Pooled {
         let Some(sender) = self.sender.take() else {
             return;
         };
-        if let Some(pool) = self.up.pools.get(self.index) {
-            pool.checkin(sender, self.up.upstream.config.http.keepalive_pool);
-        }
+        self.pool.checkin(sender, self.max_idle);
     }
 }
 

@@ -18,11 +18,15 @@
 //! knowledge) on the same port; servers are spoken to in HTTP/1.1 through
 //! `hyper::client::conn::http1` with ballast's own per-server pool (see [`pool`]), because the
 //! pool must follow the scheduler's per-request choice of server.
+//!
+//! An upstream with `send_proxy` gets a PROXY header at the start of each server connection. Such
+//! a connection speaks for one client, so it is private to the client connection that opened it
+//! (kept alive for that client's later requests and closed with it), as HAProxy does.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -50,6 +54,7 @@ pub use body::{BodyFault, ProxyBody, RequestBody};
 use pool::{Sender, ServerPool};
 use route::Router;
 
+use super::proxy_protocol::write_header;
 use super::{client_addresses, ActiveGuard, Route};
 
 /// An upstream as HTTP sees it: the upstream, one connection pool per server (indexed like the
@@ -57,8 +62,9 @@ use super::{client_addresses, ActiveGuard, Route};
 pub struct HttpUpstream {
     /// The upstream.
     pub upstream: Arc<Upstream>,
-    /// Kept-alive connections, one pool per server.
-    pub pools: Box<[ServerPool]>,
+    /// Kept-alive connections, one pool per server (unused when the upstream is sent PROXY
+    /// headers: each client connection then keeps its own, see [`Ctx::private`]).
+    pub pools: Box<[Arc<ServerPool>]>,
     /// TLS to the servers (`tls = true`).
     tls: Option<UpstreamTls>,
     /// The `sticky_cookie` value naming each server: a stable hash of its address, so it
@@ -112,7 +118,7 @@ impl HttpUpstream {
             .collect();
         Ok(HttpUpstream {
             upstream,
-            pools: (0..n).map(|_| ServerPool::default()).collect(),
+            pools: (0..n).map(|_| Arc::default()).collect(),
             tls,
             cookie_values,
         })
@@ -149,7 +155,7 @@ pub async fn serve(
     let listener = &route.listener;
     listener.stats.active.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveGuard(&listener.stats.active);
-    let Some((peer, _)) = client_addresses(&mut stream, peer, listener).await else {
+    let Some((peer, destination)) = client_addresses(&mut stream, peer, listener).await else {
         return;
     };
     let Some(http) = route.http.clone() else {
@@ -174,6 +180,8 @@ pub async fn serve(
         proto: if http.tls.is_some() { "https" } else { "http" },
         http: Arc::clone(&http),
         peer,
+        destination,
+        private: Mutex::new(Vec::new()),
         request_id: HeaderName::from_bytes(cfg.request_id_header.as_bytes())
             .unwrap_or(HeaderName::from_static("x-request-id")),
     });
@@ -242,8 +250,45 @@ struct Ctx {
     /// `http` or `https`, for X-Forwarded-Proto.
     proto: &'static str,
     http: Arc<HttpRoutes>,
+    /// The client's address (from the PROXY header when the listener accepts one).
     peer: SocketAddr,
+    /// The address the client connected to, as a PROXY header to servers states it.
+    destination: SocketAddr,
+    /// Server connections that carry this client's PROXY header, so no other client may use them
+    /// (HAProxy's private connections): one pool per (upstream, server) this connection used,
+    /// closed with it.
+    private: Mutex<Vec<PrivatePool>>,
     request_id: HeaderName,
+}
+
+/// A client connection's own pool of connections to one server.
+struct PrivatePool {
+    upstream: Arc<HttpUpstream>,
+    index: usize,
+    pool: Arc<ServerPool>,
+}
+
+impl Ctx {
+    /// The pool a request to server `index` of `up` takes its connection from and returns it to.
+    fn pool(&self, up: &Arc<HttpUpstream>, index: usize) -> Option<Arc<ServerPool>> {
+        if up.upstream.config.send_proxy.is_none() {
+            return up.pools.get(index).cloned();
+        }
+        let mut private = self.private.lock().ok()?;
+        if let Some(p) = private
+            .iter()
+            .find(|p| p.index == index && Arc::ptr_eq(&p.upstream, up))
+        {
+            return Some(Arc::clone(&p.pool));
+        }
+        let pool = Arc::new(ServerPool::default());
+        private.push(PrivatePool {
+            upstream: Arc::clone(up),
+            index,
+            pool: Arc::clone(&pool),
+        });
+        Some(pool)
+    }
 }
 
 /// `host` without its port (`[v6]:port` too).
@@ -425,7 +470,7 @@ async fn forward(
         };
         let index = guard.index();
         tried.insert(index);
-        let Some(pool) = up.pools.get(index) else {
+        let Some(pool) = ctx.pool(up, index) else {
             continue;
         };
         // An upgraded connection becomes a tunnel and never returns to a pool, so it gets its own.
@@ -435,7 +480,7 @@ async fn forward(
         };
         let sender = match pooled {
             Some(s) => s,
-            None => match connect(&guard, ctx, up).await {
+            None => match connect(&guard, ctx, up, &pool).await {
                 Ok(s) => s,
                 Err(e) => {
                     guard
@@ -453,7 +498,7 @@ async fn forward(
         let Some(this) = req.take() else {
             break;
         };
-        let failed = match send(this, sender, guard, ctx, up, upgrade.take()).await {
+        let failed = match send(this, sender, guard, pool, ctx, up, upgrade.take()).await {
             Ok(mut resp) => {
                 if let (Some(name), false) = (cookie_name, wanted == Some(index)) {
                     set_sticky_cookie(&mut resp, name, up, index);
@@ -504,12 +549,23 @@ async fn forward(
     error(StatusCode::SERVICE_UNAVAILABLE, "no server is available")
 }
 
-async fn connect(guard: &ServerGuard, ctx: &Ctx, up: &HttpUpstream) -> std::io::Result<Sender> {
+/// Opens a connection to the guarded server: TCP, the PROXY header when the upstream sends one,
+/// TLS when configured, then the HTTP handshake. A new HTTP/2 connection is shared through `pool`
+/// at once.
+async fn connect(
+    guard: &ServerGuard,
+    ctx: &Ctx,
+    up: &HttpUpstream,
+    pool: &ServerPool,
+) -> std::io::Result<Sender> {
     let server = guard.server();
     let ucfg = &up.upstream.config;
-    let stream = super::tcp::connect(server.address(), ucfg.connect_timeout).await?;
+    let mut stream = super::tcp::connect(server.address(), ucfg.connect_timeout).await?;
     server.stats.connections.fetch_add(1, Ordering::Relaxed);
     let _ = tune_stream(&stream, ctx.route.listener.config.tcp_nodelay, None);
+    if let Some(version) = ucfg.send_proxy {
+        write_header(&mut stream, version, ctx.peer, ctx.destination).await?;
+    }
     let sender = match &up.tls {
         None => handshake(stream, ucfg.http.http2).await?,
         Some(tls) => {
@@ -528,7 +584,7 @@ async fn connect(guard: &ServerGuard, ctx: &Ctx, up: &HttpUpstream) -> std::io::
     };
     if sender.is_http2() {
         // Shared from the start, so concurrent requests multiplex on it.
-        if let (Some(pool), Sender::Http2(s)) = (up.pools.get(guard.index()), &sender) {
+        if let Sender::Http2(s) = &sender {
             pool.checkin(Sender::Http2(s.clone()), 1);
         }
     }
@@ -569,6 +625,7 @@ async fn send(
     req: Request<RequestBody>,
     mut sender: Sender,
     guard: ServerGuard,
+    pool: Arc<ServerPool>,
     ctx: &Ctx,
     up: &Arc<HttpUpstream>,
     upgrade: Option<OnUpgrade>,
@@ -609,8 +666,8 @@ async fn send(
             let body = ProxyBody::Upstream(Box::new(Pooled {
                 body,
                 sender: Some(sender),
-                up: Arc::clone(up),
-                index: guard.index(),
+                pool,
+                max_idle: ucfg.http.keepalive_pool,
                 _guard: guard,
             }));
             let resp = Response::from_parts(parts, body);
