@@ -826,3 +826,82 @@ async fn a_stalled_request_body_is_answered_408_after_body_timeout() {
     drop(c);
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Runs h2load (nghttp2's load generator, an independent HTTP/2 and HTTP/1.1 client) with `args`
+/// and returns its report; `None` when it is not installed, which fails the test under CI
+/// (`.ci/run` installs it).
+async fn h2load(args: &[&str]) -> Option<String> {
+    let mut cmd = tokio::process::Command::new("h2load");
+    cmd.args(args).kill_on_drop(true);
+    let out = match tokio::time::timeout(Duration::from_secs(60), cmd.output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(_)) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "h2load is missing, and CI must install it (nghttp2-client)"
+            );
+            eprintln!("SKIPPED: h2load is not installed (apt install nghttp2-client)");
+            return None;
+        }
+        Err(_) => panic!("h2load {args:?} did not finish within 60 s"),
+    };
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "h2load {args:?}: {report}");
+    Some(report)
+}
+
+/// The line of an h2load report that starts with `key`.
+fn report_line<'a>(report: &'a str, key: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l.trim_start().starts_with(key))
+        .unwrap_or_else(|| panic!("no {key:?} line in {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2load_over_h2c_and_http1_completes_every_request_on_pooled_connections() {
+    let servers = [
+        server("a", Duration::ZERO).await,
+        server("b", Duration::ZERO).await,
+        server("c", Duration::ZERO).await,
+    ];
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let rt = start(&http_config("", &upstream("u", "rr", "", &addrs))).await;
+    let url = format!("http://{}/load", common::addr(&rt));
+    // 10 connections × 10 concurrent streams of h2c, then 10 kept-alive HTTP/1.1 connections.
+    let runs = [
+        vec!["-n", "3000", "-c", "10", "-m", "10", url.as_str()],
+        vec!["--h1", "-n", "3000", "-c", "10", url.as_str()],
+    ];
+    for (i, args) in runs.iter().enumerate() {
+        let Some(report) = h2load(args).await else {
+            break;
+        };
+        assert!(
+            report_line(&report, "requests:").contains(
+                "3000 total, 3000 started, 3000 done, 3000 succeeded, 0 failed, 0 errored"
+            ),
+            "{report}"
+        );
+        assert!(
+            report_line(&report, "status codes:").starts_with("status codes: 3000 2xx"),
+            "{report}"
+        );
+        // Round robin per request: each server got exactly a third of every run so far.
+        let want = 1000 * (i + 1);
+        for s in &servers {
+            assert_eq!(s.requests.load(Ordering::SeqCst), want, "{report}");
+        }
+    }
+    // At most 100 requests were ever in flight at once, so kept-alive server connections, not
+    // one per request, carried all 6000.
+    let opened: usize = servers
+        .iter()
+        .map(|s| s.connections.load(Ordering::SeqCst))
+        .sum();
+    assert!(
+        opened <= 150,
+        "{opened} server connections for 6000 requests"
+    );
+    rt.shutdown(Duration::from_secs(1)).await;
+}
