@@ -23,18 +23,64 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 /// The `Via` value ballast adds.
 pub const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 ballast");
 
+/// The headers that are hop-by-hop by themselves (not only because `Connection` names them).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+];
+
+/// The position of `name` in [`HOP_BY_HOP`], if it is there.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    HOP_BY_HOP.iter().position(|h| h == name)
+}
+
+/// Whether a `Connection` token names a header that must also go: not `close` or `keep-alive`
+/// (options, not names), nor one of [`HOP_BY_HOP`] (removed anyway).
+fn names_extra_header(token: &str) -> bool {
+    !token.is_empty()
+        && !token.eq_ignore_ascii_case("close")
+        && !HOP_BY_HOP
+            .iter()
+            .any(|h| token.eq_ignore_ascii_case(h.as_str()))
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
+///
+/// Runs on every request and response, so it first looks (one pass over the names, no hashing)
+/// and removes only what is there, allocating nothing in the common case: no hop-by-hop header,
+/// or only `Connection: keep-alive` / `close`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop_index(name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
     // Names listed in Connection are hop-by-hop too; collect them before removing Connection.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    let tokens = || {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+    };
+    if tokens().any(names_extra_header) {
+        let named: Vec<HeaderName> = tokens()
+            .filter(|t| names_extra_header(t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
     // `TE: trailers` is the one TE value that is end to end in spirit: it says the client accepts
     // trailers, and gRPC servers refuse requests without it (RFC 9113 §8.2.2 allows it in HTTP/2).
@@ -45,16 +91,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
-    for name in [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -121,8 +161,10 @@ pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
 pub struct Forwarding<'a> {
     /// The client's address.
     pub client: IpAddr,
-    /// The Host the client asked for (may be empty).
-    pub host: &'a str,
+    /// The same, as a header value (made once per client connection).
+    pub client_value: &'a HeaderValue,
+    /// The Host the client asked for, if any.
+    pub host: Option<&'a HeaderValue>,
     /// `http` or `https`.
     pub proto: &'static str,
     /// Also add RFC 7239 `Forwarded`.
@@ -133,19 +175,22 @@ pub struct Forwarding<'a> {
 
 /// Adds X-Forwarded-* (and optionally `Forwarded`, `Via`) to a request going to a server.
 pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    let client = f.client.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
-        _ => client.clone(),
+    let xff = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) if !prev.trim_ascii().is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + f.client_value.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(f.client_value.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => Some(f.client_value.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
-    if !f.host.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(f.host) {
-            headers.insert(X_FORWARDED_HOST, v);
-        }
+    if let Some(host) = f.host.filter(|h| !h.is_empty()) {
+        headers.insert(X_FORWARDED_HOST, host.clone());
     }
     if f.forwarded {
         // RFC 7239 §6: IPv6 addresses are quoted and bracketed.
@@ -154,9 +199,13 @@ pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
             IpAddr::V6(a) => format!("\"[{a}]\""),
         };
         let mut value = format!("for={node};proto={}", f.proto);
-        if !f.host.is_empty() && f.host.chars().all(|c| c.is_ascii_graphic() && c != '"') {
+        if let Some(host) = f
+            .host
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic() && c != '"'))
+        {
             value.push_str(";host=");
-            value.push_str(f.host);
+            value.push_str(host);
         }
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.append(header::FORWARDED, v);
@@ -167,13 +216,19 @@ pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     }
 }
 
-/// Sets `name` to a fresh request id unless the request already has one; returns the id.
+/// Sets `name` to a fresh request id (32 hex digits) unless the request already has one; returns
+/// the id.
 pub fn ensure_request_id(headers: &mut HeaderMap, name: &HeaderName) -> HeaderValue {
     if let Some(v) = headers.get(name) {
         return v.clone();
     }
-    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    let v = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random = u128::from(fastrand::u64(..)) << 64 | u128::from(fastrand::u64(..));
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((random >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    let v = HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"));
     headers.insert(name.clone(), v.clone());
     v
 }
@@ -206,6 +261,18 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers, gzip"));
         remove_hop_by_hop(&mut h);
         assert_eq!(h[header::TE], "trailers", "TE: trailers is kept, for gRPC");
+
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" X-Other ,Keep-Alive"),
+        );
+        h.insert("x-other", HeaderValue::from_static("1"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_LENGTH));
     }
 
     #[test]
@@ -214,7 +281,8 @@ mod tests {
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
         let f = Forwarding {
             client: "2001:db8::1".parse().expect("ip"),
-            host: "example.com",
+            client_value: &HeaderValue::from_static("2001:db8::1"),
+            host: Some(&HeaderValue::from_static("example.com")),
             proto: "http",
             forwarded: true,
             via: true,
@@ -256,6 +324,9 @@ mod tests {
         let mut h = HeaderMap::new();
         let id = ensure_request_id(&mut h, &name);
         assert_eq!(id.len(), 32);
+        assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit), "{id:?}");
+        let other = ensure_request_id(&mut HeaderMap::new(), &name);
+        assert_ne!(other, id, "fresh ids differ");
         assert_eq!(ensure_request_id(&mut h, &name), id, "kept once present");
     }
 }

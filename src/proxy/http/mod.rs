@@ -180,6 +180,8 @@ pub async fn serve(
         proto: if http.tls.is_some() { "https" } else { "http" },
         http: Arc::clone(&http),
         peer,
+        client_value: HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown")),
         destination,
         private: Mutex::new(Vec::new()),
         request_id: HeaderName::from_bytes(cfg.request_id_header.as_bytes())
@@ -252,6 +254,8 @@ struct Ctx {
     http: Arc<HttpRoutes>,
     /// The client's address (from the PROXY header when the listener accepts one).
     peer: SocketAddr,
+    /// The client's IP address as a header value, for X-Forwarded-For.
+    client_value: HeaderValue,
     /// The address the client connected to, as a PROXY header to servers states it.
     destination: SocketAddr,
     /// Server connections that carry this client's PROXY header, so no other client may use them
@@ -306,16 +310,13 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
     let listener = &ctx.route.listener;
     let lcfg = &listener.config;
     // The host the client asked for: the URI authority (HTTP/2, absolute-form) or Host.
-    let host_with_port = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
+    let host_value = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
+    };
+    let host_with_port = host_value
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
     // A body announced bigger than allowed is refused before anything is sent.
     let limit = lcfg.http.max_body_size;
@@ -329,7 +330,7 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
     let target = ctx
         .http
         .router
-        .find(strip_port(&host_with_port), req.uri().path());
+        .find(strip_port(host_with_port), req.uri().path());
     let Some(up) = ctx.http.upstreams.get(target.upstream) else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -353,7 +354,8 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
             h,
             &headers::Forwarding {
                 client: ctx.peer.ip(),
-                host: &host_with_port,
+                client_value: &ctx.client_value,
+                host: host_value.as_ref(),
                 proto: ctx.proto,
                 forwarded: lcfg.http.forwarded,
                 via: lcfg.http.via,
@@ -361,7 +363,7 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
         );
         let host = match target.host_rewrite {
             Some(h) => Some(h.clone()),
-            None => HeaderValue::from_str(&host_with_port).ok(),
+            None => host_value.clone(),
         };
         if let Some(host) = host {
             h.insert(header::HOST, host);
