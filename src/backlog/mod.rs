@@ -155,6 +155,8 @@ pub struct BallastSocket {
 pub struct Listening {
     /// Local address and port.
     pub local: SocketAddr,
+    /// The local port alone (for scripts).
+    pub port: u16,
     /// Connections waiting in the accept queue now.
     pub queue: u32,
     /// The accept queue's maximum: min(requested backlog, somaxconn when it listened).
@@ -211,6 +213,8 @@ pub struct BallastListener {
 /// A snapshot of accept queues, limits and counters.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// When the snapshot was taken, in milliseconds since the Unix epoch.
+    pub unix_time_ms: u64,
     /// Host limits.
     pub host: HostLimits,
     /// Counters since boot.
@@ -306,6 +310,7 @@ pub fn collect(filter: Filter) -> Report {
             };
             Listening {
                 local: s.local,
+                port: s.local.port(),
                 queue: s.queue,
                 max: s.max,
                 requested_backlog,
@@ -326,17 +331,25 @@ pub fn collect(filter: Filter) -> Report {
             b.inode,
         ))
     });
-    let any_unowned = sockets.iter().any(|s| s.processes.is_empty());
-    if any_unowned && unreadable > 0 {
+    let unowned = sockets.iter().filter(|s| s.processes.is_empty()).count();
+    if unowned > 0 && unreadable > 0 {
         notes.push(format!(
-            "{unreadable} processes' file descriptors are not readable by this user: their \
-             sockets show no process (root sees all)"
+            "processes whose file descriptors this user cannot read: {unreadable}; their sockets \
+             show no process (root sees all)"
+        ));
+    } else if unowned > 0 {
+        notes.push(format!(
+            "sockets held by no process visible here: {unowned} (held in another PID namespace, \
+             such as a container's, or by the kernel)"
         ));
     }
     if filter.own && sockets_error.is_none() && owned.listeners.is_empty() {
         notes.push("no running ballast process listens here (in this network namespace)".into());
     }
     Report {
+        unix_time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         host,
         counters,
         interval_secs: None,

@@ -346,6 +346,7 @@ mod tests {
 
     fn report() -> Report {
         Report {
+            unix_time_ms: 0,
             host: HostLimits {
                 somaxconn: Some(128),
                 tcp_max_syn_backlog: Some(512),
@@ -365,6 +366,7 @@ mod tests {
     fn socket(local: &str, queue: u32, max: u32, t: Truncation) -> Listening {
         Listening {
             local: local.parse().expect("addr"),
+            port: 0,
             queue,
             max,
             requested_backlog: None,

@@ -278,7 +278,8 @@ impl Runtime {
     }
 
     /// Per listener and worker: connections accepted and the accept queue now (length and
-    /// maximum, from the kernel), to see whether SO_REUSEPORT spreads the load.
+    /// maximum, from the kernel), to see whether SO_REUSEPORT spreads the load. One short
+    /// blocking netlink round trip.
     ///
     /// # Errors
     /// When the kernel's sock_diag interface cannot be used.
