@@ -4,7 +4,8 @@
 //!
 //! When `net.core.somaxconn` is so high that no ballast backlog can exceed it, the truncation
 //! test runs inside a network namespace of its own (somaxconn is per namespace) with somaxconn
-//! lowered to 128; that needs root and `ip`. `BALLAST_TEST_NETNS=1` forces that path.
+//! lowered to 128; that needs root and `ip`. `BALLAST_TEST_NETNS=1` forces that path. The test
+//! of the fallback without netlink uses `strace` to make the netlink socket(2) call fail.
 
 mod common;
 
@@ -387,11 +388,49 @@ async fn so_reuseport_spreads_connections_over_every_worker() {
     let effective = somaxconn().min(64);
     for w in &l.workers {
         assert_ne!(w.inode, 0, "{w:?}");
-        assert_eq!(w.max, effective, "{w:?}");
+        assert_eq!(w.max, Some(effective), "{w:?}");
         assert_eq!(w.queue, 0, "all accepted: {w:?}");
     }
     // The same spread, per worker, in the counters ballast keeps.
     let stats = rt.listener("l").expect("l").stats.accepted_per_worker();
     assert_eq!(stats, accepted);
     rt.shutdown(Duration::from_secs(1)).await;
+}
+
+#[test]
+fn without_netlink_the_queues_come_from_proc_net_tcp_and_the_report_says_so() {
+    // strace makes the first socket(2) call (the netlink one) fail with EPERM, as a sandbox
+    // that forbids netlink would.
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: strace is not installed");
+        assert!(std::env::var("CI").is_err(), "a skip is a failure in CI");
+        return;
+    }
+    let (listener, addr) = silent_listener(4);
+    let _client = TcpStream::connect(addr).expect("connect");
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=socket"])
+        .args(["-e", "inject=socket:error=EPERM:when=1"])
+        .arg(env!("CARGO_BIN_EXE_ballast"))
+        .args(["backlog", "--json", "--port", &addr.port().to_string()])
+        .output()
+        .expect("run strace");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let found = sockets_on(&report, addr);
+    assert_eq!(found.len(), 1, "{report:#}");
+    assert_eq!(found[0]["queue"], 1, "{report:#}");
+    assert_eq!(found[0]["max"], Value::Null, "{report:#}");
+    assert_eq!(found[0]["truncated"], "unknown", "{report:#}");
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("sock_diag") && notes.contains("not permitted"),
+        "{notes}"
+    );
+    assert!(notes.contains("/proc/net/tcp"), "{notes}");
+    drop(listener);
 }

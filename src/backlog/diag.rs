@@ -8,7 +8,8 @@
 //!
 //! The messages are encoded and decoded by the `netlink-packet-sock-diag` crate and sent over a
 //! `netlink-sys` socket. Unprivileged users may dump inet sockets; a sandbox (seccomp, a
-//! container without netlink) may still refuse, and [`DiagError`] says so.
+//! container without netlink) may still refuse: [`DiagError`] says so, and [`super::collect`]
+//! falls back to `/proc/net/tcp`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -50,8 +51,9 @@ pub(crate) struct ListenSocket {
     pub(crate) local: SocketAddr,
     /// Connections in the accept queue now (established, not yet accept(2)ed).
     pub(crate) queue: u32,
-    /// The accept queue's maximum: min(listen(2) backlog, somaxconn at the time of listen).
-    pub(crate) max: u32,
+    /// The accept queue's maximum: min(listen(2) backlog, somaxconn at the time of listen);
+    /// `None` when read from `/proc/net/tcp`, which does not show it.
+    pub(crate) max: Option<u32>,
     /// Owner uid of the socket.
     pub(crate) uid: u32,
     /// Socket inode (matches `/proc/[pid]/fd/N -> socket:[inode]`).
@@ -157,7 +159,7 @@ fn dump(
                     out.push(ListenSocket {
                         local: SocketAddr::new(id.source_address, id.source_port),
                         queue: r.header.recv_queue,
-                        max: r.header.send_queue,
+                        max: Some(r.header.send_queue),
                         uid: r.header.uid,
                         inode: u64::from(r.header.inode),
                     });
@@ -184,7 +186,7 @@ mod tests {
         assert_eq!(s.queue, 3);
         // std listens with backlog 128.
         let somaxconn = super::super::proc::sysctl("net/core/somaxconn").expect("somaxconn");
-        assert_eq!(u64::from(s.max), somaxconn.min(128));
+        assert_eq!(s.max.map(u64::from), Some(somaxconn.min(128)));
         drop(clients);
     }
 

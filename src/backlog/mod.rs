@@ -2,9 +2,10 @@
 //! when they overflowed. Behind `ballast backlog`, and meant for the admin API too.
 //!
 //! What it owns: reading the kernel directly — listening TCP sockets (IPv4 and IPv6) with their
-//! accept-queue length and maximum through sock_diag netlink ([`diag`]), the host limits in
+//! accept-queue length and maximum through sock_diag netlink ([`diag`]; `/proc/net/tcp` when
+//! netlink is refused, which gives lengths but no maxima), the host limits in
 //! `/proc/sys` and the `ListenOverflows`/`ListenDrops`/SYN-cookie counters in `/proc/net/netstat`
-//! ([`proc`]), which process holds which socket (`/proc/[pid]/fd`), and which of those processes
+//! (`proc`), which process holds which socket (`/proc/[pid]/fd`), and which of those processes
 //! are ballast, with their listeners and workers ([`own`]); then the text table, JSON and plain
 //! advice ([`report`]). What it does not own: binding or tuning sockets ([`crate::listener`]).
 //!
@@ -105,26 +106,27 @@ pub enum Truncation {
     No,
     /// Inferred: the maximum equals somaxconn, so the request may have been larger.
     AtCap,
-    /// somaxconn is unreadable, or lower than the maximum (changed since listen(2)).
+    /// The maximum or somaxconn is unknown, or somaxconn is lower than the maximum (changed
+    /// since listen(2)).
     Unknown,
 }
 
 impl Truncation {
     /// Inferred from the maximum alone, for a socket whose requested backlog is unknown.
-    pub fn infer(max: u32, somaxconn: Option<u32>) -> Truncation {
-        match somaxconn {
-            Some(cap) if max < cap => Truncation::No,
-            Some(cap) if max == cap => Truncation::AtCap,
+    pub fn infer(max: Option<u32>, somaxconn: Option<u32>) -> Truncation {
+        match (max, somaxconn) {
+            (Some(max), Some(cap)) if max < cap => Truncation::No,
+            (Some(max), Some(cap)) if max == cap => Truncation::AtCap,
             _ => Truncation::Unknown,
         }
     }
 
     /// Known, from the backlog that was asked for.
-    pub fn known(requested: u32, max: u32) -> Truncation {
-        if requested > max {
-            Truncation::Yes
-        } else {
-            Truncation::No
+    pub fn known(requested: u32, max: Option<u32>) -> Truncation {
+        match max {
+            Some(max) if requested > max => Truncation::Yes,
+            Some(_) => Truncation::No,
+            None => Truncation::Unknown,
         }
     }
 }
@@ -159,8 +161,9 @@ pub struct Listening {
     pub port: u16,
     /// Connections waiting in the accept queue now.
     pub queue: u32,
-    /// The accept queue's maximum: min(requested backlog, somaxconn when it listened).
-    pub max: u32,
+    /// The accept queue's maximum: min(requested backlog, somaxconn when it listened); `None`
+    /// when the sockets came from `/proc/net/tcp` because sock_diag was unavailable.
+    pub max: Option<u32>,
     /// The backlog that was asked for, when known (ballast's own listeners).
     pub requested_backlog: Option<u32>,
     /// Whether that request was cut down to `max`.
@@ -183,8 +186,8 @@ pub struct WorkerQueue {
     pub worker: usize,
     /// Connections waiting in this worker's accept queue now.
     pub queue: u32,
-    /// The queue's maximum.
-    pub max: u32,
+    /// The queue's maximum (`None` as in [`Listening::max`]).
+    pub max: Option<u32>,
     /// Connections this worker accepted (known only inside the ballast process).
     pub accepted: Option<u64>,
     /// The socket's inode.
@@ -272,13 +275,24 @@ pub fn collect(filter: Filter) -> Report {
     };
     let (mut found, sockets_error) = match diag::listening_sockets() {
         Ok(s) => (s, None),
-        Err(e) => (
-            Vec::new(),
-            Some(format!(
-                "{}; the host limits and counters are still shown",
-                error_chain(&e)
-            )),
-        ),
+        Err(e) => match proc::proc_net_listeners() {
+            Ok(s) => {
+                notes.push(format!(
+                    "{}; the sockets come from /proc/net/tcp and tcp6 instead, which show each \
+                     accept queue's length but not its maximum",
+                    error_chain(&e)
+                ));
+                (s, None)
+            }
+            Err(pe) => (
+                Vec::new(),
+                Some(format!(
+                    "{}; /proc/net/tcp is unreadable too ({pe}); the host limits and counters \
+                     are still shown",
+                    error_chain(&e)
+                )),
+            ),
+        },
     };
     if let Some(port) = filter.port {
         found.retain(|s| s.local.port() == port);
@@ -384,7 +398,7 @@ pub fn workers(listeners: &[Arc<Listener>]) -> Result<Vec<BallastListener>, Diag
                     WorkerQueue {
                         worker,
                         queue: s.map_or(0, |s| s.queue),
-                        max: s.map_or(0, |s| s.max),
+                        max: s.and_then(|s| s.max),
                         accepted: l
                             .stats
                             .accepted
@@ -394,7 +408,7 @@ pub fn workers(listeners: &[Arc<Listener>]) -> Result<Vec<BallastListener>, Diag
                     }
                 })
                 .collect();
-            let max = workers.first().map_or(0, |w| w.max);
+            let max = workers.first().and_then(|w| w.max);
             BallastListener {
                 pid,
                 config: None,
@@ -435,12 +449,17 @@ mod tests {
 
     #[test]
     fn truncation_is_inferred_only_where_the_maximum_tells() {
-        assert_eq!(Truncation::infer(511, Some(4096)), Truncation::No);
-        assert_eq!(Truncation::infer(4096, Some(4096)), Truncation::AtCap);
-        assert_eq!(Truncation::infer(4096, Some(128)), Truncation::Unknown);
-        assert_eq!(Truncation::infer(128, None), Truncation::Unknown);
-        assert_eq!(Truncation::known(5000, 4096), Truncation::Yes);
-        assert_eq!(Truncation::known(4096, 4096), Truncation::No);
+        assert_eq!(Truncation::infer(Some(511), Some(4096)), Truncation::No);
+        assert_eq!(Truncation::infer(Some(4096), Some(4096)), Truncation::AtCap);
+        assert_eq!(
+            Truncation::infer(Some(4096), Some(128)),
+            Truncation::Unknown
+        );
+        assert_eq!(Truncation::infer(Some(128), None), Truncation::Unknown);
+        assert_eq!(Truncation::infer(None, Some(128)), Truncation::Unknown);
+        assert_eq!(Truncation::known(5000, Some(4096)), Truncation::Yes);
+        assert_eq!(Truncation::known(4096, Some(4096)), Truncation::No);
+        assert_eq!(Truncation::known(4096, None), Truncation::Unknown);
     }
 
     #[test]

@@ -141,7 +141,7 @@ pub(crate) fn group(
                 ),
             );
         }
-        let max = workers.first().map_or(0, |w| w.max);
+        let max = workers.first().and_then(|w| w.max);
         owned.listeners.push(BallastListener {
             pid,
             config: cfg.origin.clone(),
@@ -199,7 +199,7 @@ mod tests {
         let s = |inode, queue| ListenSocket {
             local,
             queue,
-            max: 128,
+            max: Some(128),
             uid: 0,
             inode,
         };

@@ -2,14 +2,20 @@
 //! cookie counters (`/proc/net/netstat`), which process holds which socket (`/proc/[pid]/fd`), and
 //! which processes are ballast.
 //!
+//! When sock_diag netlink is not available, [`proc_net_listeners`] lists the listening sockets
+//! from `/proc/net/tcp` and `/proc/net/tcp6` instead: their queue lengths, owners and inodes, but
+//! not their maxima, which those files do not show.
+//!
 //! Everything here is read in the network namespace of the calling process: `/proc/sys/net` and
 //! `/proc/net/netstat` are per namespace, like the sockets sock_diag lists.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::diag::ListenSocket;
 use super::{Counters, HostLimits, Process};
 
 /// Reads one integer sysctl, e.g. `net/core/somaxconn`; `None` when unreadable or not a number.
@@ -92,6 +98,63 @@ impl Netstat {
 /// Reads and parses `/proc/net/netstat`.
 pub(crate) fn netstat() -> std::io::Result<Netstat> {
     std::fs::read_to_string("/proc/net/netstat").map(|t| Netstat::parse(&t))
+}
+
+/// `st` of a listening socket in `/proc/net/tcp` (TCP_LISTEN).
+const TCP_LISTEN: &str = "0A";
+
+/// An address as `/proc/net/tcp{,6}` prints it: the address's bytes in network order, printed
+/// as native-endian 32-bit words in hex (`0100007F` is 127.0.0.1 on little-endian), then the port
+/// in hex.
+fn proc_net_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for i in (0..ip.len()).step_by(8) {
+        let word = u32::from_str_radix(ip.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The listening sockets in one `/proc/net/tcp` or `/proc/net/tcp6` text. For a listening socket
+/// `rx_queue` is the accept queue's length; the maximum is not shown.
+pub(crate) fn parse_proc_net_tcp(text: &str) -> Vec<ListenSocket> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(3) != Some(&TCP_LISTEN) {
+                return None;
+            }
+            let (_, rx) = f.get(4)?.split_once(':')?;
+            Some(ListenSocket {
+                local: proc_net_addr(f.get(1)?)?,
+                queue: u32::from_str_radix(rx, 16).ok()?,
+                max: None,
+                uid: f.get(7)?.parse().ok()?,
+                inode: f.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Every listening TCP socket from `/proc/net/tcp` and `/proc/net/tcp6` (the latter may be
+/// missing when IPv6 is off).
+///
+/// # Errors
+/// When `/proc/net/tcp` cannot be read.
+pub(crate) fn proc_net_listeners() -> std::io::Result<Vec<ListenSocket>> {
+    let mut out = parse_proc_net_tcp(&std::fs::read_to_string("/proc/net/tcp")?);
+    if let Ok(text) = std::fs::read_to_string("/proc/net/tcp6") {
+        out.extend(parse_proc_net_tcp(&text));
+    }
+    Ok(out)
 }
 
 /// The inode in a `/proc/[pid]/fd/N` link target such as `socket:[12345]`.
@@ -274,6 +337,53 @@ MPTcpExt: 0 0
         let n = netstat().expect("/proc/net/netstat is readable");
         assert!(n.counters().listen_overflows.is_some());
         assert!(n.counters().listen_drops.is_some());
+    }
+
+    /// Two lines of a real `/proc/net/tcp` (x86-64): a listener on 127.0.0.1:8080 with 3
+    /// connections waiting, and an established connection.
+    const PROC_NET_TCP: &str = "\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000003 00:00000000 00000000  1000        0 39616747 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000  1000        0 39616750 1 0000000000000000 20 4 30 10 -1
+";
+
+    /// A listener on [::1]:443 from `/proc/net/tcp6`.
+    const PROC_NET_TCP6: &str = "\
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:01BB 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+";
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn proc_net_tcp_listeners_give_address_queue_uid_and_inode() {
+        let v4 = parse_proc_net_tcp(PROC_NET_TCP);
+        assert_eq!(
+            v4,
+            vec![ListenSocket {
+                local: "127.0.0.1:8080".parse().expect("addr"),
+                queue: 3,
+                max: None,
+                uid: 1000,
+                inode: 39_616_747,
+            }]
+        );
+        let v6 = parse_proc_net_tcp(PROC_NET_TCP6);
+        assert_eq!(v6.len(), 1);
+        assert_eq!(v6[0].local, "[::1]:443".parse().expect("addr"));
+        assert_eq!(parse_proc_net_tcp("garbage\n 0: x y 0A"), Vec::new());
+    }
+
+    #[test]
+    fn proc_net_tcp_agrees_with_sock_diag_on_a_real_queue() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let _c = std::net::TcpStream::connect(addr).expect("connect");
+        let from_proc = proc_net_listeners().expect("readable");
+        let p = from_proc.iter().find(|s| s.local == addr).expect("listed");
+        let from_diag = super::super::diag::listening_sockets().expect("sock_diag");
+        let d = from_diag.iter().find(|s| s.local == addr).expect("listed");
+        assert_eq!((p.queue, p.inode, p.uid), (d.queue, d.inode, d.uid));
+        assert_eq!(p.queue, 1);
     }
 
     #[test]

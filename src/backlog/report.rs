@@ -97,7 +97,7 @@ pub fn text(r: &Report) -> String {
                 "{:<width$}  {:>6}  {:>6}  {:<16}  {}",
                 s.local.to_string(),
                 s.queue,
-                s.max,
+                opt(s.max),
                 truncated(s.truncated, s.requested_backlog),
                 process(s)
             );
@@ -115,7 +115,7 @@ pub fn text(r: &Report) -> String {
             let backlog = match b.requested_backlog {
                 Some(req) => format!(
                     "backlog {req}, max {}{}",
-                    b.workers.first().map_or(0, |w| w.max),
+                    opt(b.workers.first().and_then(|w| w.max)),
                     if b.truncated == Truncation::Yes {
                         " (truncated by somaxconn)"
                     } else {
@@ -124,7 +124,7 @@ pub fn text(r: &Report) -> String {
                 ),
                 None => format!(
                     "max {} (requested backlog unknown)",
-                    b.workers.first().map_or(0, |w| w.max)
+                    opt(b.workers.first().and_then(|w| w.max))
                 ),
             };
             let _ = writeln!(
@@ -201,7 +201,7 @@ pub fn advise(r: &Report) -> Vec<String> {
         ));
     }
     for b in r.ballast.iter().filter(|b| b.truncated == Truncation::Yes) {
-        let max = b.workers.first().map_or(0, |w| w.max);
+        let max = opt(b.workers.first().and_then(|w| w.max));
         let req = b.requested_backlog.unwrap_or(0);
         out.push(format!(
             "port {} (ballast listener {}, pid {}) asks for backlog {req} but \
@@ -234,7 +234,8 @@ pub fn advise(r: &Report) -> Vec<String> {
     }
     let mut full = false;
     for s in &r.sockets {
-        if s.max > 0 && s.queue >= s.max {
+        let Some(max) = s.max else { continue };
+        if max > 0 && s.queue >= max {
             full = true;
             out.push(format!(
                 "port {} ({}): the accept queue is full ({} of {}): the program is not accepting \
@@ -244,16 +245,16 @@ pub fn advise(r: &Report) -> Vec<String> {
                 s.local.port(),
                 who(s),
                 s.queue,
-                s.max
+                max
             ));
-        } else if s.max >= 10 && u64::from(s.queue) * 10 >= u64::from(s.max) * 8 {
+        } else if max >= 10 && u64::from(s.queue) * 10 >= u64::from(max) * 8 {
             out.push(format!(
                 "port {} ({}): the accept queue is nearly full ({} of {}): connections wait \
                  to be accepted; raise the backlog or let the program accept faster.",
                 s.local.port(),
                 who(s),
                 s.queue,
-                s.max
+                max
             ));
         }
     }
@@ -368,7 +369,7 @@ mod tests {
             local: local.parse().expect("addr"),
             port: 0,
             queue,
-            max,
+            max: Some(max),
             requested_backlog: None,
             truncated: t,
             uid: 0,
@@ -394,7 +395,7 @@ mod tests {
             workers: vec![WorkerQueue {
                 worker: 0,
                 queue: 0,
-                max: 128,
+                max: Some(128),
                 accepted: None,
                 inode: 1,
             }],
