@@ -290,7 +290,8 @@ fn a_ballast_backlog_above_somaxconn_is_reported_as_truncated_with_the_request()
     let deadline = Instant::now() + PATIENCE;
     let report = loop {
         let r = backlog_json(&wrap, &["--own", "--port", &port_s]);
-        if r["ballast"].as_array().is_some_and(|b| !b.is_empty()) {
+        // Both workers: ballast binds its sockets one after the other.
+        if r["ballast"][0]["workers"].as_array().map(Vec::len) == Some(2) {
             break r;
         }
         assert!(
@@ -348,6 +349,15 @@ fn a_ballast_backlog_above_somaxconn_is_reported_as_truncated_with_the_request()
         text.contains(&format!("sysctl -w net.core.somaxconn={asked}")),
         "{text}"
     );
+    // Per worker: both SO_REUSEPORT sockets, each with its own (empty) queue.
+    assert!(
+        text.contains(&format!(
+            "\"web\" 127.0.0.1:{port}: 2 workers, backlog {asked}, max {cap} (truncated by \
+             somaxconn)"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("    queues: 0 0\n"), "{text}");
     drop(child);
     let _ = std::fs::remove_dir_all(dir);
 }

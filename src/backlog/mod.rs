@@ -345,7 +345,11 @@ pub fn collect(filter: Filter) -> Report {
             b.inode,
         ))
     });
-    let unowned = sockets.iter().filter(|s| s.processes.is_empty()).count();
+    // Counted before `--own` filters: a ballast of another user is among these.
+    let unowned = found
+        .iter()
+        .filter(|s| !holders.contains_key(&s.inode))
+        .count();
     if unowned > 0 && unreadable > 0 {
         notes.push(format!(
             "processes whose file descriptors this user cannot read: {unreadable}; their sockets \
@@ -358,7 +362,13 @@ pub fn collect(filter: Filter) -> Report {
         ));
     }
     if filter.own && sockets_error.is_none() && owned.listeners.is_empty() {
-        notes.push("no running ballast process listens here (in this network namespace)".into());
+        notes.push(if unowned > 0 && unreadable > 0 {
+            "no ballast process of this user listens here; one of another user would show to \
+             root only"
+                .to_owned()
+        } else {
+            "no running ballast process listens here (in this network namespace)".to_owned()
+        });
     }
     Report {
         unix_time_ms: std::time::SystemTime::now()
