@@ -1,4 +1,4 @@
-//! The command line: `ballast run`, `ballast check`, `ballast demo`.
+//! The command line: `ballast run`, `ballast check`, `ballast demo`, `ballast backlog`.
 //!
 //! This is the binary's edge: errors become `anyhow` chains printed once, and exit codes are
 //! decided here (0 ok, 1 failed, 2 usage — clap's).
@@ -49,6 +49,46 @@ pub enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Show every listening TCP socket's accept queue (length, maximum, whether the backlog was
+    /// truncated, owning process), the host's backlog limits and the listen-overflow counters.
+    /// Reads the kernel directly; needs no configuration and no root (root also sees other
+    /// users' processes).
+    Backlog(BacklogArgs),
+}
+
+/// Options of `ballast backlog`.
+#[derive(Debug, clap::Args)]
+pub struct BacklogArgs {
+    /// Only the sockets of running ballast processes, with each listener's workers.
+    #[arg(long)]
+    pub own: bool,
+    /// Only sockets listening on this port.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// JSON for scripts (with --watch: one JSON document per line per sample).
+    #[arg(long)]
+    pub json: bool,
+    /// Explain in plain words what to raise and why.
+    #[arg(long)]
+    pub advise: bool,
+    /// Sample again every SECS seconds (default 1) and show how the counters moved in between;
+    /// runs until interrupted unless --count is given.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1",
+          value_parser = parse_interval)]
+    pub watch: Option<std::time::Duration>,
+    /// With --watch: stop after N intervals.
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub count: Option<u64>,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.01..=3600.0).contains(&secs) {
+        return Err(format!("{s} is out of range: 0.01 to 3600 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -59,6 +99,7 @@ pub fn main(cli: Cli) -> ExitCode {
             .map_err(anyhow::Error::new)
             .and_then(|cfg| serve(cfg, None)),
         Command::Demo { port, print_config } => demo(port, print_config),
+        Command::Backlog(args) => backlog(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,6 +164,60 @@ fn warnings(cfg: &Config) -> Vec<String> {
         }
     }
     out
+}
+
+/// `ballast backlog`: one report, or with `--watch` a report per interval with the counters'
+/// movement. Fails (exit 1, after printing what could be read) when the sockets could not be
+/// listed.
+fn backlog(args: &BacklogArgs) -> Result<()> {
+    use crate::backlog::{self, report, Filter};
+    use std::io::Write as _;
+    let filter = Filter {
+        own: args.own,
+        port: args.port,
+    };
+    let print = |mut r: backlog::Report, one_line: bool| -> Option<String> {
+        if args.advise {
+            r.advice = report::advise(&r);
+        }
+        let out = if args.json {
+            report::json(&r, one_line) + "\n"
+        } else {
+            report::text(&r)
+        };
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout (`| head`) ends the output; nothing else to report.
+        let _ = stdout
+            .write_all(out.as_bytes())
+            .and_then(|()| stdout.flush());
+        r.sockets_error
+    };
+    let mut failed = None;
+    match args.watch {
+        None => failed = print(backlog::collect(filter), false),
+        Some(every) => {
+            let mut before = backlog::collect(filter);
+            let mut taken = std::time::Instant::now();
+            let mut n = 0u64;
+            while args.count.is_none_or(|c| n < c) {
+                std::thread::sleep(every);
+                let now = backlog::collect(filter);
+                let at = std::time::Instant::now();
+                let secs = at.duration_since(taken).as_secs_f64();
+                if n > 0 && !args.json {
+                    println!("---");
+                }
+                failed = print(now.clone().with_delta(&before, secs), true).or(failed);
+                before = now;
+                taken = at;
+                n += 1;
+            }
+        }
+    }
+    match failed {
+        Some(e) => anyhow::bail!("cannot list the listening sockets: {e}"),
+        None => Ok(()),
+    }
 }
 
 fn init_logging(cfg: &Config) -> Result<()> {

@@ -13,10 +13,12 @@
 //! | [`listener`] | listening sockets (backlog, SO_REUSEPORT workers), accept loops, listener counters |
 //! | [`proxy`] | the data path: TCP proxy with retries, the bidirectional relay, the HTTP reverse proxy, the PROXY protocol codec |
 //! | [`tls`] | certificates and key files, SNI selection, ALPN, server verification: rustls configs for both sides |
+//! | [`backlog`] | accept queues made visible: listening sockets via sock_diag, somaxconn and listen counters, advice (`ballast backlog`) |
 //! | [`runtime`] | start-up, signals, graceful shutdown, the counters table |
 //! | [`demo`] | the embedded default configuration and demo backends behind `ballast demo` |
 //! | [`cli`] | the command line |
 
+pub mod backlog;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -94,4 +94,8 @@ pub struct Listener {
     pub local_addr: SocketAddr,
     /// Counters.
     pub stats: ListenerStats,
+    /// The inode of each worker's listening socket, indexed by worker (0 when unreadable), so
+    /// the kernel's sock_diag view of each accept queue can be matched to its worker
+    /// ([`crate::backlog::workers`]).
+    pub worker_inodes: Box<[u64]>,
 }

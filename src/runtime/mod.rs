@@ -129,6 +129,7 @@ impl Runtime {
                 config: lc.clone(),
                 local_addr: b.local_addr,
                 stats: ListenerStats::new(b.sockets.len()),
+                worker_inodes: b.sockets.iter().map(crate::backlog::socket_inode).collect(),
             });
             // Validation guarantees the upstream exists; a hand-built Config may not.
             let Some(upstream) = upstreams.iter().find(|u| u.name() == lc.upstream) else {
@@ -274,6 +275,18 @@ impl Runtime {
     /// second stop signal during a graceful shutdown).
     pub fn abort_handle(&self) -> CancellationToken {
         self.abort.clone()
+    }
+
+    /// Per listener and worker: connections accepted and the accept queue now (length and
+    /// maximum, from the kernel), to see whether SO_REUSEPORT spreads the load. One short
+    /// blocking netlink round trip.
+    ///
+    /// # Errors
+    /// When the kernel's sock_diag interface cannot be used.
+    pub fn accept_queues(
+        &self,
+    ) -> Result<Vec<crate::backlog::BallastListener>, crate::backlog::DiagError> {
+        crate::backlog::workers(&self.listeners)
     }
 
     /// The counters table of [`summary::render`] for this runtime.
