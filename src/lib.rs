@@ -10,6 +10,7 @@
 //! | [`config`] | the TOML file: raw types, validation with file:line:column diagnostics, the validated model, defaults |
 //! | [`scheduler`] | which server gets the next connection: rr, wrr, lc, wlc, sh, dh, mh, random, p2c |
 //! | [`upstream`] | server groups, per-server counters, the snapshot the data path reads, selection with backups and limits |
+//! | [`persistence`] | client → server memory with an idle timeout (Keepalived `persistence_timeout`, `ipvsadm -p`) |
 //! | [`listener`] | listening sockets (backlog, SO_REUSEPORT workers), accept loops, listener counters |
 //! | [`proxy`] | the data path: TCP proxy with retries, the bidirectional relay, the HTTP reverse proxy, the PROXY protocol codec |
 //! | [`tls`] | certificates and key files, SNI selection, ALPN, server verification: rustls configs for both sides |
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod listener;
+pub mod persistence;
 pub mod proxy;
 pub mod runtime;
 pub mod scheduler;

@@ -210,13 +210,31 @@ pub struct UpstreamConfig {
     /// `tcp_keepalive`: idle time before TCP keepalive probes on server sockets; `None` = off.
     pub tcp_keepalive: Option<Duration>,
     /// `send_proxy`: send a PROXY protocol header (`v1` or `v2`) on every connection to a
-    /// server, so it sees the client's address (HAProxy `send-proxy` / `send-proxy-v2`). TCP
-    /// listeners only. Default: none.
+    /// server, so it sees the client's address (HAProxy `send-proxy` / `send-proxy-v2`).
+    /// Default: none.
     pub send_proxy: Option<ProxyVersion>,
+    /// `persistence_timeout` and friends: keep each client on one server (Keepalived
+    /// `persistence_timeout`, `ipvsadm -p`). `None` = off (the default).
+    pub persistence: Option<PersistenceConfig>,
     /// HTTP settings, used when an HTTP listener sends requests here.
     pub http: HttpUpstreamConfig,
     /// `server`: the members, in file order. At least one.
     pub servers: Vec<ServerConfig>,
+}
+
+/// Persistence of an upstream: which clients count as one, and how long they are remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistenceConfig {
+    /// `persistence_timeout`: how long a client's entry outlives its last connection (or
+    /// request). Keepalived `persistence_timeout`, `ipvsadm -p` (default there 300 s).
+    pub timeout: Duration,
+    /// `persistence_granularity`: IPv4 clients in one network of this prefix length are one
+    /// client (`ipvsadm -M`). Default: 32 (each address on its own).
+    pub granularity_v4: u8,
+    /// `persistence_granularity_v6`: the same for IPv6. Default: 128.
+    pub granularity_v6: u8,
+    /// `persistence_max_entries`: most clients remembered at once. Default: 262144.
+    pub max_entries: u64,
 }
 
 /// HTTP settings of an upstream.

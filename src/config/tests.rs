@@ -507,6 +507,7 @@ fn complete_file_builds_the_expected_model() {
             retries: 0,
             tcp_keepalive: Some(Duration::from_secs(120)),
             send_proxy: None,
+            persistence: None,
             http: HttpUpstreamConfig {
                 response_timeout: defaults::RESPONSE_TIMEOUT,
                 keepalive_pool: defaults::KEEPALIVE_POOL,

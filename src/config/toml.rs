@@ -156,6 +156,14 @@ pub(crate) struct UpstreamToml {
     pub(crate) retries: Option<Spanned<i64>>,
     /// `tcp_keepalive`: a duration; absent = off.
     pub(crate) tcp_keepalive: Option<Spanned<DurationToml>>,
+    /// `persistence_timeout`: a duration; present = persistence on.
+    pub(crate) persistence_timeout: Option<Spanned<DurationToml>>,
+    /// `persistence_granularity`: an IPv4 netmask or `/N`.
+    pub(crate) persistence_granularity: Option<Spanned<String>>,
+    /// `persistence_granularity_v6`: an IPv6 prefix length.
+    pub(crate) persistence_granularity_v6: Option<Spanned<i64>>,
+    /// `persistence_max_entries`: most clients remembered.
+    pub(crate) persistence_max_entries: Option<Spanned<i64>>,
     /// `send_proxy`: `v1` or `v2`.
     pub(crate) send_proxy: Option<Spanned<String>>,
     /// `response_timeout`: a duration (HTTP).

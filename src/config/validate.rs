@@ -44,6 +44,8 @@ use crate::scheduler::SchedulerKind;
 
 #[path = "validate_http.rs"]
 mod http;
+#[path = "validate_persistence.rs"]
+mod persistence;
 
 /// One problem found in a configuration file, with where it is and what would be accepted.
 ///
@@ -369,8 +371,10 @@ impl Validator<'_, '_> {
 
         let http = self.upstream_http(&base, u);
         let send_proxy = self.send_proxy(&base, u);
+        let persistence = self.persistence(&base, u);
         UpstreamConfig {
             send_proxy,
+            persistence,
             name,
             scheduler,
             http,

@@ -36,6 +36,21 @@ pub fn render(listeners: &[Arc<Listener>], upstreams: &[Arc<Upstream>]) -> Strin
             s.idle_timeouts.load(Ordering::Relaxed),
             s.spliced.load(Ordering::Relaxed),
         );
+        if let Some(p) = &u.persistence {
+            // ipvsadm shows `persistent N` on the service line; the table's own counters follow.
+            let ps = &p.stats;
+            let _ = writeln!(
+                out,
+                "  persistent {:?}  entries {} hits {} misses {} rescheduled {} expired {} full {}",
+                p.timeout(),
+                p.len(),
+                ps.hits.load(Ordering::Relaxed),
+                ps.misses.load(Ordering::Relaxed),
+                ps.rescheduled.load(Ordering::Relaxed),
+                ps.expired.load(Ordering::Relaxed),
+                ps.full.load(Ordering::Relaxed),
+            );
+        }
         for server in u.snapshot().servers.iter() {
             let st = &server.stats;
             let addr = if server.config.backup {

@@ -7,7 +7,8 @@
 //! checks, the admin API) builds a new snapshot and stores it in one step, so a connection never sees
 //! half an update. Server counters live in `Arc<Server>`s that new snapshots reuse, so they survive.
 //!
-//! Selection is [`Upstream::select`]: the scheduler proposes, the upstream checks `max_connections`
+//! Selection is [`Upstream::select`]: the client's persistence entry first (when configured, see
+//! [`crate::persistence`]), then the scheduler proposes, the upstream checks `max_connections`
 //! and what this connection already tried, and backups are asked only when no primary can take it.
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{ServerConfig, UpstreamConfig};
+use crate::persistence::{Hold, Persistence};
 use crate::scheduler::{server_id, PickContext, SchedServer, Scheduler};
 
 mod tried;
@@ -125,14 +127,18 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     /// Upstream-wide counters.
     pub stats: UpstreamStats,
+    /// Which server each client was sent to, when `persistence_timeout` is set.
+    pub persistence: Option<Arc<Persistence>>,
     snapshot: ArcSwap<UpstreamSnapshot>,
 }
 
-/// A reservation of one connection slot on a server; releases it when dropped.
+/// A reservation of one connection slot on a server; releases it when dropped. With persistence,
+/// it also holds the client's entry, whose idle clock starts when the last hold is dropped.
 #[derive(Debug)]
 pub struct ServerGuard {
     server: Arc<Server>,
     index: usize,
+    hold: Option<Hold>,
 }
 
 impl ServerGuard {
@@ -172,6 +178,10 @@ impl Upstream {
             servers,
         };
         Upstream {
+            persistence: config
+                .persistence
+                .as_ref()
+                .map(|p| Arc::new(Persistence::new(p))),
             config,
             stats: UpstreamStats::default(),
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -191,7 +201,34 @@ impl Upstream {
     /// Picks a server for a connection and reserves a slot on it, or `None` when no server that
     /// this connection has not tried yet can take it. Backup servers are considered only when no
     /// primary can.
+    ///
+    /// With persistence, a client whose entry names a server that can take it goes there; an
+    /// entry whose server cannot (or was already tried by this connection, so its connect
+    /// failed) is dropped, and the scheduler's choice becomes the client's new entry.
     pub fn select(
+        &self,
+        snapshot: &UpstreamSnapshot,
+        ctx: &PickContext,
+        tried: &Tried,
+    ) -> Option<ServerGuard> {
+        let Some(table) = &self.persistence else {
+            return self.schedule(snapshot, ctx, tried);
+        };
+        let key = table.key(ctx.client);
+        if let Some(index) = table.lookup(key) {
+            if let Some(mut guard) = self.select_server(snapshot, index, tried) {
+                guard.hold = table.hold(key, index, true);
+                return Some(guard);
+            }
+            table.forget(key);
+        }
+        let mut guard = self.schedule(snapshot, ctx, tried)?;
+        guard.hold = table.hold(key, guard.index, false);
+        Some(guard)
+    }
+
+    /// The scheduler's choice (primaries, then backups), with its slot reserved.
+    fn schedule(
         &self,
         snapshot: &UpstreamSnapshot,
         ctx: &PickContext,
@@ -251,5 +288,6 @@ fn reserve(snapshot: &UpstreamSnapshot, index: usize) -> Option<ServerGuard> {
     Some(ServerGuard {
         server: Arc::clone(server),
         index,
+        hold: None,
     })
 }
