@@ -905,3 +905,39 @@ async fn h2load_over_h2c_and_http1_completes_every_request_on_pooled_connections
     );
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn an_idle_h2c_connection_is_closed_after_header_timeout_but_a_busy_one_is_not() {
+    let slow = server("slow", Duration::from_millis(700)).await;
+    let rt = start(&http_config(
+        "header_timeout = \"300ms\"",
+        &upstream("u", "rr", "", &[slow.addr]),
+    ))
+    .await;
+    let stream = TcpStream::connect(common::addr(&rt))
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    let closed = tokio::spawn(conn);
+    // A request that takes longer than the idle timeout is not cut off: it is activity.
+    let req = Request::get("http://h2.example/slow")
+        .body(Empty::<Bytes>::new())
+        .expect("req");
+    let resp = tokio::time::timeout(PATIENCE, sender.send_request(req))
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(Reply::read(resp).await.status, StatusCode::OK);
+    // Then nothing: the connection is closed (GOAWAY) once idle for 300 ms.
+    let idle_since = tokio::time::Instant::now();
+    tokio::time::timeout(PATIENCE, closed)
+        .await
+        .expect("closed in time")
+        .expect("task")
+        .expect("clean close");
+    common::assert_fired_after_300ms(idle_since, "idle h2 close");
+    rt.shutdown(Duration::from_secs(1)).await;
+}

@@ -187,16 +187,23 @@ pub async fn serve(
         request_id: HeaderName::from_bytes(cfg.request_id_header.as_bytes())
             .unwrap_or(HeaderName::from_static("x-request-id")),
     });
+    let activity = Arc::new(Activity::new());
+    let seen = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |req| {
         let ctx = Arc::clone(&ctx);
-        async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
+        let seen = Arc::clone(&seen);
+        async move {
+            let _busy = seen.begin();
+            Ok::<_, Infallible>(handle(req, &ctx).await)
+        }
     });
+    let idle = (&*activity, cfg.header_timeout);
     let result = match &http.tls {
-        None => run_conn(&builder, stream, service, &abort).await,
+        None => run_conn(&builder, stream, service, &abort, idle).await,
         Some(acceptor) => {
             let handshake = tokio::time::timeout(cfg.header_timeout, acceptor.accept(stream));
             match handshake.await {
-                Ok(Ok(tls)) => run_conn(&builder, tls, service, &abort).await,
+                Ok(Ok(tls)) => run_conn(&builder, tls, service, &abort, idle).await,
                 Ok(Err(e)) => {
                     listener.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(listener = %listener.config.name, %peer, error = %e, "TLS handshake failed");
@@ -215,13 +222,68 @@ pub async fn serve(
     }
 }
 
-/// Serves HTTP on one (plain or TLS) client stream until it closes, or until `abort`, when the
-/// request in flight may finish before the connection closes.
+/// When a client connection last had a request in flight: for the idle timeout of HTTP/2
+/// connections (hyper times out idle HTTP/1.1 connections itself, with `header_read_timeout`).
+#[derive(Debug)]
+struct Activity {
+    /// Requests being handled now.
+    in_flight: std::sync::atomic::AtomicU32,
+    /// When the last one started or ended, in milliseconds since `epoch`.
+    last_ms: std::sync::atomic::AtomicU64,
+    epoch: tokio::time::Instant,
+}
+
+/// One request in flight; its end counts as activity.
+struct Busy<'a>(&'a Activity);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: std::sync::atomic::AtomicU32::new(0),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            epoch: tokio::time::Instant::now(),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn begin(&self) -> Busy<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        Busy(self)
+    }
+
+    /// When the connection will have been idle for `timeout`, if nothing happens before; `None`
+    /// while a request is in flight.
+    fn idle_deadline(&self, timeout: std::time::Duration) -> Option<tokio::time::Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.epoch + last + timeout)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves HTTP on one (plain or TLS) client stream until it closes; until `abort`, when the
+/// request in flight may finish before the connection closes; or until it has had no request in
+/// flight for the idle timeout, when it is closed the same graceful way (HTTP/2: GOAWAY, and the
+/// client opens a new connection for its next request).
 async fn run_conn<S, Svc>(
     builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
     stream: S,
     service: Svc,
     abort: &CancellationToken,
+    (activity, idle_timeout): (&Activity, std::time::Duration),
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -235,13 +297,24 @@ where
 {
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => r,
-        () = abort.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    // The idle check wakes once per timeout at most, not per request.
+    let check = tokio::time::sleep(idle_timeout);
+    tokio::pin!(check);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            () = abort.cancelled() => break,
+            () = check.as_mut() => {
+                match activity.idle_deadline(idle_timeout) {
+                    Some(at) if at <= tokio::time::Instant::now() => break,
+                    Some(at) => check.as_mut().reset(at),
+                    None => check.as_mut().reset(tokio::time::Instant::now() + idle_timeout),
+                }
+            }
         }
     }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 /// Per-connection context shared by its requests.
