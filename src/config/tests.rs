@@ -11,8 +11,8 @@ use std::time::Duration;
 use super::validate::{parse, Source};
 use super::{
     defaults, AdminState, CheckKind, Config, Global, HealthCheckConfig, HttpCheckConfig,
-    PassiveConfig, UpstreamHealthConfig, HttpListenerConfig, HttpUpstreamConfig, ListenerConfig, LogFormat,
-    Protocol, ServerConfig, UpstreamConfig,
+    HttpListenerConfig, HttpUpstreamConfig, ListenerConfig, LogFormat, PassiveConfig, Protocol,
+    ServerConfig, UpstreamConfig, UpstreamHealthConfig,
 };
 use crate::scheduler::SchedulerKind;
 
@@ -977,7 +977,11 @@ fn health_keys_build_the_model() {
 
 #[test]
 fn health_check_defaults_are_haproxys() {
-    let c = config(concat!(listener!(), upstream!(), "[upstream.health_check]\n"));
+    let c = config(concat!(
+        listener!(),
+        upstream!(),
+        "[upstream.health_check]\n"
+    ));
     let check = c.upstreams[0].health.check.clone().expect("a check");
     assert_eq!(check.kind, CheckKind::Tcp);
     assert_eq!(check.interval, Duration::from_secs(2));

@@ -157,7 +157,12 @@ impl Validator<'_, '_> {
     }
 
     /// A host name (lower-cased); `*.` prefixes allowed when `wildcard`.
-    pub(super) fn host(&mut self, value: &Spanned<String>, key: &str, wildcard: bool) -> Option<String> {
+    pub(super) fn host(
+        &mut self,
+        value: &Spanned<String>,
+        key: &str,
+        wildcard: bool,
+    ) -> Option<String> {
         let h = value.get_ref().to_ascii_lowercase();
         let bare = match h.strip_prefix("*.") {
             Some(rest) if wildcard => rest,

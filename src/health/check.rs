@@ -89,7 +89,9 @@ impl Probe {
     }
 
     async fn attempt(&self, addr: SocketAddr) -> Result<(), String> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| connect_error(&e))?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| connect_error(&e))?;
         let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         match (&self.tls, self.kind) {
             (_, CheckKind::Tcp) => Ok(()),
@@ -141,7 +143,10 @@ impl Probe {
                 .map_err(|e| format!("HTTP request failed: {e}"))?;
             let status = resp.status().as_u16();
             if !self.status_ok(status) {
-                return Err(format!("HTTP status {status}, expected {}", self.expected()));
+                return Err(format!(
+                    "HTTP status {status}, expected {}",
+                    self.expected()
+                ));
             }
             let Some(needle) = &self.http.expect_body else {
                 return Ok(());

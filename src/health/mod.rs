@@ -177,18 +177,21 @@ pub struct HealthError {
 ///
 /// # Errors
 /// When a `tls` or HTTPS check's CA file cannot be used.
-pub fn spawn(upstreams: &[Arc<Upstream>], stop: &CancellationToken) -> Result<Checkers, HealthError> {
+pub fn spawn(
+    upstreams: &[Arc<Upstream>],
+    stop: &CancellationToken,
+) -> Result<Checkers, HealthError> {
     let notifier = Notifier::default();
     let mut tasks = JoinSet::new();
     for up in upstreams {
         let cfg = &up.config.health;
         let probe = match &cfg.check {
-            Some(check) => Some(Arc::new(Probe::new(check, up.config.http.tls.as_ref()).map_err(
-                |source| HealthError {
+            Some(check) => Some(Arc::new(
+                Probe::new(check, up.config.http.tls.as_ref()).map_err(|source| HealthError {
                     upstream: up.name().to_owned(),
                     source,
-                },
-            )?)),
+                })?,
+            )),
             None => None,
         };
         for (index, server) in up.snapshot().servers.iter().enumerate() {
@@ -221,7 +224,7 @@ pub fn spawn(upstreams: &[Arc<Upstream>], stop: &CancellationToken) -> Result<Ch
 struct Checker {
     upstream: Arc<Upstream>,
     server: Arc<Server>,
-    /// The server's index in the snapshot (for [`Upstream::set_server_state`] symmetry in logs).
+    /// The server's index in the snapshot, logged beside its address.
     index: usize,
     active: Option<(HealthCheckConfig, SharedProbe)>,
     notifier: Notifier,
@@ -247,12 +250,17 @@ impl Checker {
         // The first check at a random point of the interval, so 1,000 servers are not all
         // checked in the same millisecond.
         let mut next_check = self.active.as_ref().map(|(c, _)| {
-            let ms = u64::try_from(c.interval.as_millis()).unwrap_or(u64::MAX).max(1);
+            let ms = u64::try_from(c.interval.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
             Instant::now() + Duration::from_millis(fastrand::u64(0..ms))
         });
         loop {
             let next_ramp = ramp.as_ref().map(|_| Instant::now() + ramp_step(&ramp));
-            let wake_at = [next_check, ejected_until, next_ramp].into_iter().flatten().min();
+            let wake_at = [next_check, ejected_until, next_ramp]
+                .into_iter()
+                .flatten()
+                .min();
             let sleep = async {
                 match wake_at {
                     Some(t) => tokio::time::sleep_until(t).await,
@@ -294,7 +302,11 @@ impl Checker {
                 ejected_until = None;
                 if self.active.is_none() {
                     machine.force_up();
-                    self.changed(Transition::Up, "fail_timeout is over (no active check to wait for)");
+                    self.server.state.set(StateFlags::DOWN, false);
+                    self.changed(
+                        Transition::Up,
+                        "fail_timeout is over (no active check to wait for)",
+                    );
                     ramp = self.start_ramp(now);
                 }
                 // With active checks, the next ones must pass `rise` times.

@@ -146,7 +146,12 @@ struct Tier {
 }
 
 impl Tier {
-    fn new(config: &UpstreamConfig, servers: &[Arc<Server>], weights: &[u32], backup: bool) -> Tier {
+    fn new(
+        config: &UpstreamConfig,
+        servers: &[Arc<Server>],
+        weights: &[u32],
+        backup: bool,
+    ) -> Tier {
         let members: Box<[usize]> = servers
             .iter()
             .enumerate()
