@@ -828,3 +828,72 @@ async fn sorry_server_serves_when_no_server_is_up_tcp_and_http() {
         rt.shutdown(Duration::from_secs(1)).await;
     }
 }
+
+// === TLS and HTTPS checks ===
+
+/// An HTTPS server (self-signed certificate for 127.0.0.1) answering 200 `ok` to everything.
+async fn tls_server() -> (SocketAddr, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "ballast-health-tls-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("cert");
+    std::fs::write(dir.join("c.pem"), ck.cert.pem()).expect("write");
+    std::fs::write(dir.join("c.key"), ck.key_pair.serialize_pem()).expect("write");
+    let certs = [ballast::tls::CertSource {
+        cert_file: dir.join("c.pem"),
+        key_file: dir.join("c.key"),
+        server_names: Vec::new(),
+    }];
+    let config = ballast::tls::server_config(&certs, &[b"http/1.1"]).expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc =
+                    hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, dir)
+}
+
+#[tokio::test]
+async fn tls_and_https_checks_tell_a_tls_server_from_a_plain_one() {
+    let (tls_addr, dir) = tls_server().await;
+    let plain = Killable::start("plain", Kind::Tcp).await;
+    let cases = [
+        ("tcp", "[upstream.health_check]\ntype = \"tls\"\ninterval = \"50ms\"\nrise = 1\nfall = 1\n"),
+        (
+            "http",
+            "tls = true\ntls_verify = false\n[upstream.health_check]\ntype = \"http\"\nexpect_body = \"ok\"\n\
+             interval = \"50ms\"\nrise = 1\nfall = 1\n",
+        ),
+    ];
+    for (protocol, extra) in cases {
+        let rt = start(&config(protocol, "rr", extra, &[tls_addr, plain.addr])).await;
+        let (good, bad) = (server(&rt, 0), server(&rt, 1));
+        time_until("the plain server fails its TLS check", || !bad.is_usable()).await;
+        // Several check rounds later the TLS server is still up.
+        let accepted = plain.accepted();
+        time_until("more check rounds", || plain.accepted() >= accepted + 3).await;
+        assert!(good.is_usable(), "{protocol}: the TLS server passes");
+        rt.shutdown(Duration::from_secs(1)).await;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
