@@ -461,7 +461,28 @@ upstream = "db"
 
 [[upstream]]
 name = "db"
-server = [ { address = "10.0.1.1:5432", weight = 2 }, { address = "10.0.1.2:5432", backup = true } ]
+max_fails = 2
+fail_timeout = "5s"
+slow_start = "10s"
+inhibit_on_failure = true
+sorry_server = "10.0.1.9:5432"
+notify_up = "up.sh $2"
+notify_down = "down.sh"
+notify_timeout = "1s"
+server = [ { address = "10.0.1.1:5432", weight = 2, check_port = 5433, state = "draining" }, { address = "10.0.1.2:5432", backup = true, check = false } ]
+
+[upstream.health_check]
+type = "http"
+interval = "1s"
+fast_interval = "100ms"
+timeout = "500ms"
+rise = 1
+fall = 2
+port = 8008
+path = "/health"
+host = "db.internal"
+expect_status = [200, 204]
+expect_body = "ok"
 "#;
 
 #[test]
@@ -549,6 +570,18 @@ fn complete_file_builds_the_expected_model() {
     assert_eq!(c.upstreams[1].servers.len(), 2);
     assert_eq!(c.upstreams[1].servers[0].weight, 2);
     assert!(c.upstreams[1].servers[1].backup);
+    let db = &c.upstreams[1];
+    assert_eq!(db.servers[0].check_port, Some(5433));
+    assert_eq!(db.servers[0].state, AdminState::Draining);
+    assert!(!db.servers[1].check);
+    assert_eq!(db.health.passive.map(|p| p.max_fails), Some(2));
+    assert_eq!(db.health.sorry_server, Some(addr("10.0.1.9:5432")));
+    let check = db.health.check.as_ref().expect("db's check");
+    assert_eq!(
+        (check.kind, check.rise, check.fall, check.port),
+        (CheckKind::Http, 1, 2, Some(8008))
+    );
+    assert_eq!(check.http.expect_status, [200, 204]);
 }
 
 #[test]
