@@ -822,6 +822,12 @@ async fn sorry_server_serves_when_no_server_is_up_tcp_and_http() {
         let s = server(&rt, 0);
         time_until("the server is down", || !s.is_usable()).await;
         assert_eq!(fetch().await, "sorry", "{protocol}");
+        let table = rt.summary();
+        assert!(table.contains(&format!("{} [down]", b.addr)), "{table}");
+        assert!(
+            table.contains(&format!("{} (sorry)", sorry.addr)),
+            "{table}"
+        );
         b.restart().await;
         time_until("the server is up", || s.is_usable()).await;
         assert_eq!(fetch().await, "real", "{protocol}");
@@ -896,4 +902,40 @@ async fn tls_and_https_checks_tell_a_tls_server_from_a_plain_one() {
         rt.shutdown(Duration::from_secs(1)).await;
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_notify_command_that_overruns_notify_timeout_is_killed() {
+    let mut b = Killable::start("b0", Kind::Tcp).await;
+    let other = Killable::start("b1", Kind::Tcp).await;
+    let file = std::env::temp_dir().join(format!(
+        "ballast-notify-pid-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    // The shell writes its pid, then becomes a 30 s sleep with the same pid.
+    let extra = format!(
+        "notify_down = \"echo $$ > {}; exec sleep 30\"\nnotify_timeout = \"200ms\"\n\
+         [upstream.health_check]\ninterval = \"50ms\"\nrise = 1\nfall = 1\n",
+        file.display()
+    );
+    let rt = start(&config("tcp", "rr", &extra, &[b.addr, other.addr])).await;
+    b.kill();
+    let mut pid = String::new();
+    time_until("the command started", || {
+        pid = std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        !pid.is_empty()
+    })
+    .await;
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let gone = time_until("the command is killed", || !proc_dir.exists()).await;
+    assert!(
+        gone < Duration::from_secs(2),
+        "killed after {gone:?}, not after its 30 s sleep"
+    );
+    let _ = std::fs::remove_file(&file);
+    rt.shutdown(Duration::from_secs(1)).await;
 }
