@@ -257,7 +257,13 @@ impl Checker {
         });
         loop {
             let next_ramp = ramp.as_ref().map(|_| Instant::now() + ramp_step(&ramp));
-            let wake_at = [next_check, ejected_until, next_ramp]
+            // No checks while a passive-check ejection lasts: its end is the next wake-up.
+            let check_due = if ejected_until.is_some() {
+                None
+            } else {
+                next_check
+            };
+            let wake_at = [check_due, ejected_until, next_ramp]
                 .into_iter()
                 .flatten()
                 .min();
@@ -290,7 +296,7 @@ impl Checker {
                 if machine.is_up() {
                     machine.force_down();
                     let reason = format!(
-                        "{fails} consecutive failures on real traffic (max_fails); down for at least {backoff:?}"
+                        "max_fails reached: {fails} failed in a row on real traffic; down for at least {backoff:?}"
                     );
                     self.changed(Transition::Down, &reason);
                 }
@@ -309,9 +315,9 @@ impl Checker {
                     );
                     ramp = self.start_ramp(now);
                 }
-                // With active checks, the next ones must pass `rise` times.
-                if let (Some((c, _)), true) = (&self.active, next_check.is_some_and(|t| t < now)) {
-                    next_check = Some(now + c.fast_interval.min(c.interval));
+                // With active checks, the next ones (starting now) must pass `rise` times.
+                if self.active.is_some() {
+                    next_check = Some(now);
                 }
             }
 
