@@ -9,8 +9,9 @@
 //! |---|---|
 //! | [`config`] | the TOML file: raw types, validation with file:line:column diagnostics, the validated model, defaults |
 //! | [`scheduler`] | which server gets the next connection: rr, wrr, lc, wlc, sh, dh, mh, random, p2c |
-//! | [`upstream`] | server groups, per-server counters, the snapshot the data path reads, selection with backups and limits |
+//! | [`upstream`] | server groups, per-server counters and states, the snapshot the data path reads, selection with backups, limits and the sorry server |
 //! | [`persistence`] | client → server memory with an idle timeout (Keepalived `persistence_timeout`, `ipvsadm -p`) |
+//! | [`health`] | active and passive checks, rise/fall, slow start, operator states, state-change logs and notify commands |
 //! | [`listener`] | listening sockets (backlog, SO_REUSEPORT workers), accept loops, listener counters |
 //! | [`proxy`] | the data path: TCP proxy with retries, the bidirectional relay, the HTTP reverse proxy, the PROXY protocol codec |
 //! | [`tls`] | certificates and key files, SNI selection, ALPN, server verification: rustls configs for both sides |
@@ -23,6 +24,7 @@ pub mod backlog;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod listener;
 pub mod persistence;
 pub mod proxy;

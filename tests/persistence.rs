@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ballast::config::AdminState;
 use ballast::persistence::Persistence;
 use ballast::runtime::Runtime;
 use common::{addr, config, servers, start, Backend, PATIENCE};
@@ -144,6 +145,37 @@ async fn a_client_whose_server_dies_is_moved_at_once() {
     let table = table(&rt);
     assert_eq!(table.stats.rescheduled.load(Ordering::Relaxed), 1);
     assert_eq!(table.len(), 1);
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_client_whose_server_drains_is_moved_while_its_open_connection_goes_on() {
+    let b = backends().await;
+    let rt = persistent(&b, "persistence_timeout = \"60s\"").await;
+    let to = addr(&rt);
+    let first = who_from("127.0.0.1", to).await;
+    let mut open = connect_from("127.0.0.1", to).await;
+    let mut line = String::new();
+    let mut reader = BufReader::new(&mut open);
+    reader.read_line(&mut line).await.expect("name");
+    assert_eq!(line.trim(), first);
+    let u = rt.upstream("u").expect("u");
+    let i = b
+        .iter()
+        .position(|x| x.name == first)
+        .expect("known backend");
+    assert!(u.set_server_state(i, AdminState::Draining, "test"));
+    let moved = who_from("127.0.0.1", to).await;
+    assert_ne!(moved, first, "a draining server takes no persistent client");
+    // The connection made before draining still works.
+    reader.get_mut().write_all(b"ping").await.expect("write");
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(PATIENCE, reader.read_exact(&mut echo))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(&echo, b"ping");
+    assert_eq!(table(&rt).stats.rescheduled.load(Ordering::Relaxed), 1);
     rt.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -86,3 +86,25 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const PERSISTENCE_MAX_ENTRIES: u64 = 262_144;
 /// `persistence_max_entries` ceiling.
 pub const PERSISTENCE_MAX_ENTRIES_MAX: u64 = 16_777_216;
+
+/// `health_check.type`: a TCP connect, Keepalived's `TCP_CHECK`, HAProxy's plain `check`.
+pub const CHECK_KIND: crate::config::CheckKind = crate::config::CheckKind::Tcp;
+/// `health_check.interval`: 2 s, HAProxy's `inter` (Keepalived's `delay_loop` is 60 s, too slow
+/// to notice a dead server before clients do).
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Shortest `health_check.interval`, `fast_interval` and `timeout` accepted.
+pub const CHECK_INTERVAL_MIN: Duration = Duration::from_millis(10);
+/// Longest `health_check.interval`, `fast_interval` and `timeout` accepted.
+pub const CHECK_INTERVAL_MAX: Duration = Duration::from_secs(3600);
+/// `health_check.rise`: 2, HAProxy's default.
+pub const CHECK_RISE: u32 = 2;
+/// `health_check.fall`: 3, HAProxy's default.
+pub const CHECK_FALL: u32 = 3;
+/// Largest `rise`, `fall` and `max_fails` accepted.
+pub const CHECK_COUNT_MAX: u32 = 1000;
+/// `health_check.path`.
+pub const CHECK_PATH: &str = "/";
+/// `upstream.fail_timeout`: 10 s, nginx's default.
+pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// `upstream.notify_timeout`: 10 s.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);

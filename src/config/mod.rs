@@ -218,6 +218,8 @@ pub struct UpstreamConfig {
     pub persistence: Option<PersistenceConfig>,
     /// HTTP settings, used when an HTTP listener sends requests here.
     pub http: HttpUpstreamConfig,
+    /// Health checks, passive checks, slow start, the sorry server and notify commands.
+    pub health: UpstreamHealthConfig,
     /// `server`: the members, in file order. At least one.
     pub servers: Vec<ServerConfig>,
 }
@@ -235,6 +237,149 @@ pub struct PersistenceConfig {
     pub granularity_v6: u8,
     /// `persistence_max_entries`: most clients remembered at once. Default: 262144.
     pub max_entries: u64,
+}
+
+/// Everything about an upstream's server states: how they are checked and what happens when one
+/// changes. The default (no checks, no passive checks) keeps every server up, always.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamHealthConfig {
+    /// `[upstream.health_check]`: active checks. `None` = none (default).
+    pub check: Option<HealthCheckConfig>,
+    /// `max_fails` and `fail_timeout`: passive checks on real traffic. `None` = off (default).
+    pub passive: Option<PassiveConfig>,
+    /// `slow_start`: after a server comes back up, its weight ramps from nearly 0 to its
+    /// configured weight over this long (HAProxy `slowstart`). `None` = off (default).
+    pub slow_start: Option<Duration>,
+    /// `inhibit_on_failure`: a server marked down is kept with weight 0 rather than removed
+    /// (Keepalived `inhibit_on_failure`). Default: false.
+    pub inhibit_on_failure: bool,
+    /// `sorry_server`: where connections go when no primary or backup server is usable
+    /// (Keepalived `sorry_server`). `None` = none (default).
+    pub sorry_server: Option<SocketAddr>,
+    /// `notify_up`: a shell command run when a server comes up. `None` = none (default).
+    pub notify_up: Option<String>,
+    /// `notify_down`: a shell command run when a server goes down. `None` = none (default).
+    pub notify_down: Option<String>,
+    /// `notify_timeout`: a notify command still running after this long is killed. Default: 10 s.
+    pub notify_timeout: Duration,
+}
+
+impl Default for UpstreamHealthConfig {
+    /// No checks, every server always up.
+    fn default() -> UpstreamHealthConfig {
+        UpstreamHealthConfig {
+            check: None,
+            passive: None,
+            slow_start: None,
+            inhibit_on_failure: false,
+            sorry_server: None,
+            notify_up: None,
+            notify_down: None,
+            notify_timeout: defaults::NOTIFY_TIMEOUT,
+        }
+    }
+}
+
+/// `[upstream.health_check]`: an active check run against every server of the upstream (unless
+/// a server says `check = false`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    /// `type`: what one check does. Default: `tcp`.
+    pub kind: CheckKind,
+    /// `interval`: time between two checks of a server (HAProxy `inter`, Keepalived
+    /// `delay_loop`). Default: 2 s.
+    pub interval: Duration,
+    /// `fast_interval`: time between checks while a server is in transition, i.e. after a first
+    /// failure while up or a first success while down (HAProxy `fastinter`, Keepalived
+    /// `delay_before_retry`). Default: `interval`.
+    pub fast_interval: Duration,
+    /// `timeout`: how long one check may take, connect included (Keepalived `connect_timeout`,
+    /// HAProxy `timeout check`). Default: `interval`.
+    pub timeout: Duration,
+    /// `rise`: consecutive successes that bring a down server up. Default: 2 (HAProxy).
+    pub rise: u32,
+    /// `fall`: consecutive failures that take an up server down. Default: 3 (HAProxy).
+    pub fall: u32,
+    /// `port`: the port checked instead of the server's (Keepalived `connect_port`, HAProxy
+    /// `port`). A server's `check_port` wins. `None` = the server's port.
+    pub port: Option<u16>,
+    /// What an `http` check sends and expects (defaults when the kind is not `http`).
+    pub http: HttpCheckConfig,
+}
+
+/// What a check does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    /// `tcp`: the connect succeeds within `timeout` (Keepalived `TCP_CHECK`, HAProxy `check`).
+    Tcp,
+    /// `http`: a `GET` answered with an expected status (and body) within `timeout`
+    /// (Keepalived `HTTP_GET`, HAProxy `option httpchk` + `http-check expect`). Over TLS when the
+    /// upstream has `tls = true` (Keepalived `SSL_GET`).
+    Http,
+    /// `tls`: a TLS handshake completes within `timeout`.
+    Tls,
+}
+
+impl CheckKind {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http => "http",
+            CheckKind::Tls => "tls",
+        }
+    }
+}
+
+/// The request and expectations of an `http` check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCheckConfig {
+    /// `path`: what is asked for, with an optional query. Default: `/`.
+    pub path: String,
+    /// `host`: the Host header. `None` = the checked address (`IP:port`).
+    pub host: Option<String>,
+    /// `expect_status`: statuses that count as a success. Empty = any 2xx or 3xx (HAProxy's
+    /// default).
+    pub expect_status: Vec<u16>,
+    /// `expect_body`: a substring the first 64 KiB of the body must contain. `None` = no check.
+    pub expect_body: Option<String>,
+}
+
+/// Passive checks: real traffic's failures count against a server (nginx `max_fails` /
+/// `fail_timeout`, Envoy outlier detection's consecutive errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveConfig {
+    /// `max_fails`: this many consecutive failures (failed connects; for HTTP also resets,
+    /// timeouts and 5xx answers), all within `fail_timeout`, mark the server down. ≥ 1.
+    pub max_fails: u32,
+    /// `fail_timeout`: the window the failures must fall in, and how long the server then stays
+    /// down before it may come back (nginx semantics). Default: 10 s.
+    pub fail_timeout: Duration,
+}
+
+/// What an operator says a server should do, apart from what checks find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdminState {
+    /// `active`: takes connections while it is up. The default.
+    #[default]
+    Active,
+    /// `draining`: takes no new connections; established ones go on until they end (HAProxy
+    /// `drain`, a weight-0 quiesce in ipvsadm). Checks go on.
+    Draining,
+    /// `disabled`: maintenance. Takes no new connections, not even from clients bound to it by a
+    /// cookie; checks stop (HAProxy `maint`, `disabled`).
+    Disabled,
+}
+
+impl AdminState {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Active => "active",
+            AdminState::Draining => "draining",
+            AdminState::Disabled => "disabled",
+        }
+    }
 }
 
 /// HTTP settings of an upstream.
@@ -301,6 +446,12 @@ pub struct ServerConfig {
     pub max_connections: u32,
     /// `backup`: used only when no primary server can take the connection. Default: false.
     pub backup: bool,
+    /// `check`: whether the upstream's active check runs against this server. Default: true.
+    pub check: bool,
+    /// `check_port`: the port checked instead of the server's; wins over the check's `port`.
+    pub check_port: Option<u16>,
+    /// `state`: the operator's state at start. Default: active.
+    pub state: AdminState,
 }
 
 /// Why a configuration could not be loaded.

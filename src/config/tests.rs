@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use super::validate::{parse, Source};
 use super::{
-    defaults, Config, Global, HttpListenerConfig, HttpUpstreamConfig, ListenerConfig, LogFormat,
-    Protocol, ServerConfig, UpstreamConfig,
+    defaults, AdminState, CheckKind, Config, Global, HealthCheckConfig, HttpCheckConfig,
+    HttpListenerConfig, HttpUpstreamConfig, ListenerConfig, LogFormat, PassiveConfig, Protocol,
+    ServerConfig, UpstreamConfig, UpstreamHealthConfig,
 };
 use crate::scheduler::SchedulerKind;
 
@@ -99,7 +100,7 @@ t!(
     ),
     [
         "ballast.toml:11:1: upstream[0].server[1].wieght: unknown key; allowed: address, weight, \
-      max_connections, backup; did you mean weight?"
+      max_connections, backup, check, check_port, state; did you mean weight?"
     ]
 );
 
@@ -111,7 +112,7 @@ t!(
     ),
     [
         "ballast.toml:7:39: upstream[0].server[0].weigth: unknown key; allowed: address, weight, \
-      max_connections, backup; did you mean weight?"
+      max_connections, backup, check, check_port, state; did you mean weight?"
     ]
 );
 
@@ -460,7 +461,28 @@ upstream = "db"
 
 [[upstream]]
 name = "db"
-server = [ { address = "10.0.1.1:5432", weight = 2 }, { address = "10.0.1.2:5432", backup = true } ]
+max_fails = 2
+fail_timeout = "5s"
+slow_start = "10s"
+inhibit_on_failure = true
+sorry_server = "10.0.1.9:5432"
+notify_up = "up.sh $2"
+notify_down = "down.sh"
+notify_timeout = "1s"
+server = [ { address = "10.0.1.1:5432", weight = 2, check_port = 5433, state = "draining" }, { address = "10.0.1.2:5432", backup = true, check = false } ]
+
+[upstream.health_check]
+type = "http"
+interval = "1s"
+fast_interval = "100ms"
+timeout = "500ms"
+rise = 1
+fall = 2
+port = 8008
+path = "/health"
+host = "db.internal"
+expect_status = [200, 204]
+expect_body = "ok"
 "#;
 
 #[test]
@@ -518,18 +540,25 @@ fn complete_file_builds_the_expected_model() {
                 retry_on: vec![super::RetryOn::Error, super::RetryOn::Timeout],
                 retry_timeout: None,
             },
+            health: UpstreamHealthConfig::default(),
             servers: vec![
                 ServerConfig {
                     address: addr("10.0.0.1:8080"),
                     weight: 0,
                     max_connections: u32::MAX,
                     backup: true,
+                    check: true,
+                    check_port: None,
+                    state: AdminState::Active,
                 },
                 ServerConfig {
                     address: addr("[2001:db8::2]:8080"),
                     weight: 65535,
                     max_connections: 0,
                     backup: false,
+                    check: true,
+                    check_port: None,
+                    state: AdminState::Active,
                 },
             ],
         }],
@@ -542,6 +571,18 @@ fn complete_file_builds_the_expected_model() {
     assert_eq!(c.upstreams[1].servers.len(), 2);
     assert_eq!(c.upstreams[1].servers[0].weight, 2);
     assert!(c.upstreams[1].servers[1].backup);
+    let db = &c.upstreams[1];
+    assert_eq!(db.servers[0].check_port, Some(5433));
+    assert_eq!(db.servers[0].state, AdminState::Draining);
+    assert!(!db.servers[1].check);
+    assert_eq!(db.health.passive.map(|p| p.max_fails), Some(2));
+    assert_eq!(db.health.sorry_server, Some(addr("10.0.1.9:5432")));
+    let check = db.health.check.as_ref().expect("db's check");
+    assert_eq!(
+        (check.kind, check.rise, check.fall, check.port),
+        (CheckKind::Http, 1, 2, Some(8008))
+    );
+    assert_eq!(check.http.expect_status, [200, 204]);
 }
 
 #[test]
@@ -912,5 +953,139 @@ t!(
     [
         "ballast.toml:7:19: upstream[0].tls_server_name: has no effect without tls = true",
         "ballast.toml:12:15: upstream[1].tls_ca_file: give tls_ca_file or tls_verify = false, not both",
+    ]
+);
+
+// === server states: health checks, passive checks, slow start, sorry server, notify ===
+
+#[test]
+fn health_keys_build_the_model() {
+    let c = config(concat!(
+        listener!(),
+        "[[upstream]]\nname = \"web\"\nmax_fails = 5\nfail_timeout = \"30s\"\nslow_start = \"1m\"\n",
+        "inhibit_on_failure = true\nsorry_server = \"10.0.9.9:80\"\nnotify_up = \"/bin/up.sh\"\n",
+        "notify_down = \"/bin/down.sh\"\nnotify_timeout = \"3s\"\n",
+        "[upstream.health_check]\ntype = \"http\"\ninterval = \"1s\"\nfast_interval = \"200ms\"\n",
+        "timeout = \"500ms\"\nrise = 1\nfall = 2\nport = 8081\npath = \"/healthz?full=1\"\n",
+        "host = \"app.internal:8080\"\nexpect_status = [200, 204]\nexpect_body = \"ok\"\n",
+        "[[upstream.server]]\naddress = \"10.0.0.1:80\"\ncheck_port = 9000\nstate = \"draining\"\n",
+        "[[upstream.server]]\naddress = \"10.0.0.2:80\"\ncheck = false\nstate = \"disabled\"\n",
+    ));
+    let u = &c.upstreams[0];
+    assert_eq!(
+        u.health,
+        UpstreamHealthConfig {
+            check: Some(HealthCheckConfig {
+                kind: CheckKind::Http,
+                interval: Duration::from_secs(1),
+                fast_interval: Duration::from_millis(200),
+                timeout: Duration::from_millis(500),
+                rise: 1,
+                fall: 2,
+                port: Some(8081),
+                http: HttpCheckConfig {
+                    path: "/healthz?full=1".to_owned(),
+                    host: Some("app.internal:8080".to_owned()),
+                    expect_status: vec![200, 204],
+                    expect_body: Some("ok".to_owned()),
+                },
+            }),
+            passive: Some(PassiveConfig {
+                max_fails: 5,
+                fail_timeout: Duration::from_secs(30),
+            }),
+            slow_start: Some(Duration::from_secs(60)),
+            inhibit_on_failure: true,
+            sorry_server: Some(addr("10.0.9.9:80")),
+            notify_up: Some("/bin/up.sh".to_owned()),
+            notify_down: Some("/bin/down.sh".to_owned()),
+            notify_timeout: Duration::from_secs(3),
+        }
+    );
+    assert_eq!(u.servers[0].check_port, Some(9000));
+    assert!(u.servers[0].check);
+    assert_eq!(u.servers[0].state, AdminState::Draining);
+    assert!(!u.servers[1].check);
+    assert_eq!(u.servers[1].state, AdminState::Disabled);
+}
+
+#[test]
+fn health_check_defaults_are_haproxys() {
+    let c = config(concat!(
+        listener!(),
+        upstream!(),
+        "[upstream.health_check]\n"
+    ));
+    let check = c.upstreams[0].health.check.clone().expect("a check");
+    assert_eq!(check.kind, CheckKind::Tcp);
+    assert_eq!(check.interval, Duration::from_secs(2));
+    assert_eq!(check.fast_interval, check.interval);
+    assert_eq!(check.timeout, check.interval);
+    assert_eq!((check.rise, check.fall), (2, 3));
+    assert_eq!(check.port, None);
+    assert_eq!(check.http.path, "/");
+    assert!(check.http.expect_status.is_empty());
+    let none = config(concat!(listener!(), upstream!()));
+    assert_eq!(none.upstreams[0].health, UpstreamHealthConfig::default());
+    assert_eq!(none.upstreams[0].servers[0].state, AdminState::Active);
+}
+
+t!(
+    health_check_unknown_key_names_its_table,
+    concat!(listener!(), upstream!(), "[upstream.health_check]\nintervall = \"1s\"\n"),
+    ["ballast.toml:10:1: upstream[0].health_check.intervall: unknown key; allowed: type, interval, \
+      fast_interval, timeout, rise, fall, port, path, host, expect_status, expect_body; did you mean interval?"]
+);
+
+t!(
+    health_values_out_of_range,
+    concat!(
+        listener!(),
+        "[[upstream]]\nname = \"web\"\nmax_fails = -1\nslow_start = \"0s\"\nsorry_server = \"10.0.0.1\"\n",
+        "notify_up = \" \"\n",
+        "[upstream.health_check]\ntype = \"icmp\"\ninterval = \"1ms\"\nrise = 0\nfall = 1001\nport = 70000\n",
+        "[[upstream.server]]\naddress = \"10.0.0.1:80\"\nstate = \"maintenance\"\ncheck_port = 0\n",
+    ),
+    [
+        "ballast.toml:7:13: upstream[0].max_fails: -1 is out of range; allowed: 0..=1000",
+        "ballast.toml:8:14: upstream[0].slow_start: \"0s\" is out of range; allowed: 1ms..=365d",
+        "ballast.toml:9:16: upstream[0].sorry_server: cannot parse \"10.0.0.1\" as an address; expected \
+         IP:port, such as \"0.0.0.0:80\" or \"[::]:443\"",
+        "ballast.toml:10:13: upstream[0].notify_up: an empty command; give a shell command such as \
+         \"/etc/ballast/notify.sh\", or remove the key",
+        "ballast.toml:12:8: upstream[0].health_check.type: \"icmp\" is not a check type; allowed: tcp, http, tls",
+        "ballast.toml:13:12: upstream[0].health_check.interval: \"1ms\" is out of range; allowed: 10ms..=1h",
+        "ballast.toml:14:8: upstream[0].health_check.rise: 0 is out of range; allowed: 1..=1000",
+        "ballast.toml:15:8: upstream[0].health_check.fall: 1001 is out of range; allowed: 1..=1000",
+        "ballast.toml:16:8: upstream[0].health_check.port: 70000 is out of range; allowed: 1..=65535",
+        "ballast.toml:19:9: upstream[0].server[0].state: \"maintenance\" is not a server state; allowed: \
+         active, draining, disabled",
+        "ballast.toml:20:14: upstream[0].server[0].check_port: 0 is out of range; allowed: 1..=65535",
+    ]
+);
+
+t!(
+    health_keys_that_would_do_nothing_are_errors,
+    concat!(
+        listener!(),
+        "[[upstream]]\nname = \"web\"\nfail_timeout = \"5s\"\nnotify_timeout = \"1s\"\n",
+        "[[upstream.server]]\naddress = \"10.0.0.1:80\"\ncheck = false\ncheck_port = 81\n",
+        "[[upstream]]\nname = \"b\"\nserver = [{ address = \"10.0.0.1:80\" }]\n",
+        "[upstream.health_check]\npath = \"/x\"\nexpect_status = []\nexpect_body = \"\"\n",
+    ),
+    [
+        "ballast.toml:7:16: upstream[0].fail_timeout: has no effect without max_fails (1 or more)",
+        "ballast.toml:8:18: upstream[0].notify_timeout: has no effect without notify_up or notify_down",
+        "ballast.toml:11:9: upstream[0].server[0].check: has no effect without an [upstream.health_check] \
+         table in this upstream",
+        "ballast.toml:12:14: upstream[0].server[0].check_port: has no effect without an \
+         [upstream.health_check] table in this upstream",
+        "ballast.toml:17:8: upstream[1].health_check.path: has no effect unless type = \"http\"",
+        "ballast.toml:18:17: upstream[1].health_check.expect_status: has no effect unless type = \"http\"",
+        "ballast.toml:18:17: upstream[1].health_check.expect_status: an empty list accepts nothing; list \
+         the statuses that mean healthy, such as [200]",
+        "ballast.toml:19:15: upstream[1].health_check.expect_body: has no effect unless type = \"http\"",
+        "ballast.toml:19:15: upstream[1].health_check.expect_body: an empty string matches every body; \
+         remove the key or give the text to look for",
     ]
 );

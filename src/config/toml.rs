@@ -188,6 +188,24 @@ pub(crate) struct UpstreamToml {
     pub(crate) tls_verify: Option<Spanned<bool>>,
     /// `tls_server_name`: SNI and verified name.
     pub(crate) tls_server_name: Option<Spanned<String>>,
+    /// `[upstream.health_check]`: active checks.
+    pub(crate) health_check: Option<Spanned<HealthCheckToml>>,
+    /// `max_fails`: passive checks; 0 = off.
+    pub(crate) max_fails: Option<Spanned<i64>>,
+    /// `fail_timeout`: a duration (passive checks).
+    pub(crate) fail_timeout: Option<Spanned<DurationToml>>,
+    /// `slow_start`: a duration.
+    pub(crate) slow_start: Option<Spanned<DurationToml>>,
+    /// `inhibit_on_failure`: weight 0 instead of removal.
+    pub(crate) inhibit_on_failure: Option<bool>,
+    /// `sorry_server`: `IP:port`.
+    pub(crate) sorry_server: Option<Spanned<String>>,
+    /// `notify_up`: a shell command.
+    pub(crate) notify_up: Option<Spanned<String>>,
+    /// `notify_down`: a shell command.
+    pub(crate) notify_down: Option<Spanned<String>>,
+    /// `notify_timeout`: a duration.
+    pub(crate) notify_timeout: Option<Spanned<DurationToml>>,
     /// `[[upstream.server]]` tables or an inline `server = [ { … }, … ]` array: both read the same.
     #[serde(default)]
     pub(crate) server: Vec<Spanned<ServerToml>>,
@@ -205,6 +223,41 @@ pub(crate) struct ServerToml {
     pub(crate) max_connections: Option<Spanned<i64>>,
     /// `backup`.
     pub(crate) backup: Option<bool>,
+    /// `check`: false = not actively checked.
+    pub(crate) check: Option<Spanned<bool>>,
+    /// `check_port`: the port checked.
+    pub(crate) check_port: Option<Spanned<i64>>,
+    /// `state`: `active`, `draining` or `disabled`.
+    pub(crate) state: Option<Spanned<String>>,
+}
+
+/// `[upstream.health_check]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthCheckToml {
+    /// `type`: `tcp`, `http` or `tls`.
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<Spanned<String>>,
+    /// `interval`: a duration.
+    pub(crate) interval: Option<Spanned<DurationToml>>,
+    /// `fast_interval`: a duration.
+    pub(crate) fast_interval: Option<Spanned<DurationToml>>,
+    /// `timeout`: a duration.
+    pub(crate) timeout: Option<Spanned<DurationToml>>,
+    /// `rise`.
+    pub(crate) rise: Option<Spanned<i64>>,
+    /// `fall`.
+    pub(crate) fall: Option<Spanned<i64>>,
+    /// `port`.
+    pub(crate) port: Option<Spanned<i64>>,
+    /// `path` (http).
+    pub(crate) path: Option<Spanned<String>>,
+    /// `host` (http).
+    pub(crate) host: Option<Spanned<String>>,
+    /// `expect_status` (http).
+    pub(crate) expect_status: Option<Spanned<Vec<Spanned<i64>>>>,
+    /// `expect_body` (http).
+    pub(crate) expect_body: Option<Spanned<String>>,
 }
 
 /// A TOML value that is either a string or an integer, kept as written so the validator can say

@@ -42,6 +42,8 @@ use super::toml::{
 use super::{Config, Global, ListenerConfig, LogFormat, Protocol, ServerConfig, UpstreamConfig};
 use crate::scheduler::SchedulerKind;
 
+#[path = "validate_health.rs"]
+mod health;
 #[path = "validate_http.rs"]
 mod http;
 #[path = "validate_persistence.rs"]
@@ -362,14 +364,16 @@ impl Validator<'_, '_> {
                 "no servers; add at least one [[upstream.server]] with an address",
             );
         }
+        let checked = u.health_check.is_some();
         let servers = u
             .server
             .iter()
             .enumerate()
-            .map(|(i, s)| self.server(&format!("{base}.server[{i}]"), s))
+            .map(|(i, s)| self.server(&format!("{base}.server[{i}]"), s, checked))
             .collect();
 
         let http = self.upstream_http(&base, u);
+        let health = self.upstream_health(&base, u);
         let send_proxy = self.send_proxy(&base, u);
         let persistence = self.persistence(&base, u);
         UpstreamConfig {
@@ -381,11 +385,12 @@ impl Validator<'_, '_> {
             connect_timeout,
             retries: u32::try_from(retries).unwrap_or(defaults::RETRIES),
             tcp_keepalive,
+            health,
             servers,
         }
     }
 
-    fn server(&mut self, base: &str, raw: &Spanned<ServerToml>) -> ServerConfig {
+    fn server(&mut self, base: &str, raw: &Spanned<ServerToml>, checked: bool) -> ServerConfig {
         let at = raw.span().start;
         let key = |field: &str| format!("{base}.{field}");
         let s = raw.get_ref();
@@ -415,11 +420,15 @@ impl Validator<'_, '_> {
             i64::from(u32::MAX),
             0,
         );
+        let (check, check_port, state) = self.server_health(base, s, checked);
         ServerConfig {
             address: address.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
             weight: u32::try_from(weight).unwrap_or(defaults::WEIGHT),
             max_connections: u32::try_from(max_connections).unwrap_or(0),
             backup: s.backup.unwrap_or(false),
+            check,
+            check_port,
+            state,
         }
     }
 

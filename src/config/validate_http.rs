@@ -145,7 +145,7 @@ impl Validator<'_, '_> {
         })
     }
 
-    fn path(&mut self, value: &Spanned<String>, key: &str) -> Option<String> {
+    pub(super) fn path(&mut self, value: &Spanned<String>, key: &str) -> Option<String> {
         let p = value.get_ref();
         if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
             let message =
@@ -157,7 +157,12 @@ impl Validator<'_, '_> {
     }
 
     /// A host name (lower-cased); `*.` prefixes allowed when `wildcard`.
-    fn host(&mut self, value: &Spanned<String>, key: &str, wildcard: bool) -> Option<String> {
+    pub(super) fn host(
+        &mut self,
+        value: &Spanned<String>,
+        key: &str,
+        wildcard: bool,
+    ) -> Option<String> {
         let h = value.get_ref().to_ascii_lowercase();
         let bare = match h.strip_prefix("*.") {
             Some(rest) if wildcard => rest,

@@ -69,12 +69,14 @@ pub async fn serve(
             Ok(s) => s,
             Err(e) => {
                 server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                server.passive_failure();
                 tracing::warn!(listener = %lcfg.name, upstream = %ucfg.name, server = %addr,
                     %peer, error = %e, "connect to server failed; trying another");
                 continue;
             }
         };
         server.stats.connections.fetch_add(1, Ordering::Relaxed);
+        server.passive_success();
         if let Err(e) = tune_stream(&stream, lcfg.tcp_nodelay, ucfg.tcp_keepalive) {
             tracing::debug!(server = %addr, error = %e, "cannot set server socket options");
         }

@@ -58,6 +58,9 @@ pub enum RuntimeError {
         /// The missing upstream.
         upstream: String,
     },
+    /// Health checks could not be set up.
+    #[error(transparent)]
+    Health(#[from] crate::health::HealthError),
     /// A listening socket could not be handed to the async runtime.
     #[error("listener \"{listener}\": cannot register socket with the runtime")]
     Register {
@@ -88,6 +91,10 @@ pub struct Runtime {
     abort: CancellationToken,
     tracker: TaskTracker,
     workers: JoinSet<()>,
+    /// Stops the health checkers.
+    stop_checks: CancellationToken,
+    /// The health checker tasks (aborted if the runtime is dropped without a shutdown).
+    checkers: Option<crate::health::Checkers>,
 }
 
 impl Runtime {
@@ -119,6 +126,8 @@ impl Runtime {
         for lc in &config.listeners {
             bound.push(listener::bind(lc)?);
         }
+        let stop_checks = CancellationToken::new();
+        let checkers = crate::health::spawn(&upstreams, &stop_checks)?;
         let stop_accepting = CancellationToken::new();
         let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -199,6 +208,8 @@ impl Runtime {
             abort,
             tracker,
             workers,
+            stop_checks,
+            checkers: Some(checkers),
         })
     }
 
@@ -241,6 +252,10 @@ impl Runtime {
     /// for up to `grace`, then closes whatever is left.
     pub async fn shutdown(mut self, grace: Duration) -> ShutdownOutcome {
         self.stop_accepting.cancel();
+        self.stop_checks.cancel();
+        if let Some(checkers) = self.checkers.take() {
+            checkers.join().await;
+        }
         while self.workers.join_next().await.is_some() {}
         self.tracker.close();
         let open = self.tracker.len();

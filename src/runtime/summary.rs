@@ -53,16 +53,26 @@ pub fn render(listeners: &[Arc<Listener>], upstreams: &[Arc<Upstream>]) -> Strin
         }
         for server in u.snapshot().servers.iter() {
             let st = &server.stats;
-            let addr = if server.config.backup {
-                format!("{} (backup)", server.address())
+            let role = if server.sorry {
+                " (sorry)"
+            } else if server.config.backup {
+                " (backup)"
             } else {
-                server.address().to_string()
+                ""
             };
+            let state = server.state.describe();
+            let addr = if state == "up" {
+                format!("{}{role}", server.address())
+            } else {
+                format!("{}{role} [{state}]", server.address())
+            };
+            let weight =
+                u64::from(server.config.weight) * u64::from(server.state.weight_permille()) / 1000;
             let _ = writeln!(
                 out,
                 "  -> {:<24} {:>6}  {:>10}  {:>5}  {:>8}  {:>6}  {:>7}  {:>8}",
                 addr,
-                server.config.weight,
+                weight,
                 st.active.load(Ordering::Relaxed),
                 st.connections.load(Ordering::Relaxed),
                 st.connect_errors.load(Ordering::Relaxed),

@@ -8,8 +8,18 @@
 //! half an update. Server counters live in `Arc<Server>`s that new snapshots reuse, so they survive.
 //!
 //! Selection is [`Upstream::select`]: the client's persistence entry first (when configured, see
-//! [`crate::persistence`]), then the scheduler proposes, the upstream checks `max_connections`
-//! and what this connection already tried, and backups are asked only when no primary can take it.
+//! [`crate::persistence`]), then the scheduler proposes, the upstream checks the server's
+//! state ([`Server::is_usable`]), `max_connections` and what this connection already tried;
+//! backups are asked only when no primary can take it, and the `sorry_server` only when no primary
+//! or backup server is usable at all.
+//!
+//! # Server states
+//! Each [`Server`] carries a [`ServerState`]: atomics the data path reads without a lock (one load
+//! per candidate) and the health checker ([`crate::health`]) writes. A server takes new
+//! connections only while it is up (checks and passive checks agree) and its operator state is
+//! `active`. Weight changes (slow start, `inhibit_on_failure`) go through
+//! [`Upstream::rebuild`], which builds a new snapshot over the same `Arc<Server>`s, so counters
+//! and states survive it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +31,10 @@ use crate::config::{ServerConfig, UpstreamConfig};
 use crate::persistence::{Hold, Persistence};
 use crate::scheduler::{server_id, PickContext, SchedServer, Scheduler};
 
+mod state;
 mod tried;
 
+pub use state::{ServerState, StateFlags, FULL_WEIGHT};
 pub use tried::Tried;
 
 /// Counters of one server. All are monotonic except `active`.
@@ -44,16 +56,48 @@ pub struct ServerStats {
     pub bytes_from_server: AtomicU64,
 }
 
-/// One member of an upstream group.
+/// One member of an upstream group (or its sorry server).
 #[derive(Debug)]
 pub struct Server {
     /// The configured address, weight, limit and backup flag.
     pub config: ServerConfig,
     /// What this server has done.
     pub stats: ServerStats,
+    /// Up or down, draining, disabled, the weight in use, passive-check counters.
+    pub state: ServerState,
+    /// Whether this is the upstream's `sorry_server` (outside both schedulers).
+    pub sorry: bool,
 }
 
 impl Server {
+    /// A server as configured, up, with its configured operator state.
+    pub fn new(config: ServerConfig, upstream: &UpstreamConfig, sorry: bool) -> Server {
+        let state = ServerState::new(&config, &upstream.health);
+        Server {
+            config,
+            stats: ServerStats::default(),
+            state,
+            sorry,
+        }
+    }
+
+    /// Whether the server may take a NEW connection from the scheduler: up (active checks and
+    /// passive checks agree) and neither draining nor disabled. One relaxed atomic load.
+    #[inline]
+    pub fn is_usable(&self) -> bool {
+        self.state.flags().is_empty()
+    }
+
+    /// Whether the server may take a new connection for a client already bound to it (the HTTP
+    /// `sticky_cookie`, persistence): as [`Server::is_usable`], and also while it is draining or,
+    /// with `inhibit_on_failure`, down-but-kept at weight 0 (what IPVS does for a quiesced real
+    /// server's persistence templates). Never while disabled.
+    #[inline]
+    pub fn accepts_bound(&self) -> bool {
+        let f = self.state.flags();
+        !f.contains(StateFlags::DISABLED) && (!f.contains(StateFlags::DOWN) || self.state.inhibit)
+    }
+
     /// The server's address.
     pub fn address(&self) -> SocketAddr {
         self.config.address
@@ -82,8 +126,13 @@ pub struct UpstreamStats {
 /// The part of an upstream the data path reads: servers and the schedulers over them.
 #[derive(Debug)]
 pub struct UpstreamSnapshot {
-    /// All servers, in configuration order.
+    /// All servers, in configuration order, then the sorry server if there is one.
     pub servers: Box<[Arc<Server>]>,
+    /// The weight each server has in the schedulers (indexed like `servers`): the configured
+    /// weight, less during slow start, 0 while inhibited. 0 for the sorry server.
+    pub weights: Box<[u32]>,
+    /// The index of the sorry server in `servers`.
+    sorry: Option<usize>,
     /// Scheduler over the primary servers.
     primary: Tier,
     /// Scheduler over the backup servers (used only when no primary can take a connection).
@@ -99,17 +148,22 @@ struct Tier {
 }
 
 impl Tier {
-    fn new(config: &UpstreamConfig, servers: &[Arc<Server>], backup: bool) -> Tier {
+    fn new(
+        config: &UpstreamConfig,
+        servers: &[Arc<Server>],
+        weights: &[u32],
+        backup: bool,
+    ) -> Tier {
         let members: Box<[usize]> = servers
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.config.backup == backup)
+            .filter(|(_, s)| s.config.backup == backup && !s.sorry)
             .map(|(i, _)| i)
             .collect();
         let sched: Vec<SchedServer> = members
             .iter()
             .map(|&i| SchedServer {
-                weight: servers[i].config.weight,
+                weight: weights[i],
                 id: server_id(&servers[i].config.address),
             })
             .collect();
@@ -130,6 +184,9 @@ pub struct Upstream {
     /// Which server each client was sent to, when `persistence_timeout` is set.
     pub persistence: Option<Arc<Persistence>>,
     snapshot: ArcSwap<UpstreamSnapshot>,
+    /// Serialises [`Upstream::rebuild`], so two concurrent weight changes cannot store their
+    /// snapshots in the wrong order and lose one. Never taken on the data path.
+    rebuilding: std::sync::Mutex<()>,
 }
 
 /// A reservation of one connection slot on a server; releases it when dropped. With persistence,
@@ -162,21 +219,24 @@ impl Drop for ServerGuard {
 impl Upstream {
     /// Builds an upstream and its first snapshot from its configuration.
     pub fn new(config: UpstreamConfig) -> Upstream {
-        let servers: Box<[Arc<Server>]> = config
+        let mut servers: Vec<Arc<Server>> = config
             .servers
             .iter()
-            .map(|s| {
-                Arc::new(Server {
-                    config: s.clone(),
-                    stats: ServerStats::default(),
-                })
-            })
+            .map(|s| Arc::new(Server::new(s.clone(), &config, false)))
             .collect();
-        let snapshot = UpstreamSnapshot {
-            primary: Tier::new(&config, &servers, false),
-            backup: Tier::new(&config, &servers, true),
-            servers,
-        };
+        if let Some(address) = config.health.sorry_server {
+            let sorry = ServerConfig {
+                address,
+                weight: 0,
+                max_connections: 0,
+                backup: false,
+                check: false,
+                check_port: None,
+                state: crate::config::AdminState::Active,
+            };
+            servers.push(Arc::new(Server::new(sorry, &config, true)));
+        }
+        let snapshot = build_snapshot(&config, servers.into());
         Upstream {
             persistence: config
                 .persistence
@@ -185,7 +245,23 @@ impl Upstream {
             config,
             stats: UpstreamStats::default(),
             snapshot: ArcSwap::from_pointee(snapshot),
+            rebuilding: std::sync::Mutex::new(()),
         }
+    }
+
+    /// Builds a new snapshot over the same servers with the weights their states ask for now
+    /// (slow start, `inhibit_on_failure`), and publishes it in one store. Connections already
+    /// holding the old snapshot finish their selection on it. Costs what building the schedulers
+    /// costs (a Maglev table is the largest: 65537 entries), so it runs on weight changes only.
+    pub fn rebuild(&self) {
+        // A poisoned lock only means another rebuild panicked; the snapshot itself is intact.
+        let _serial = self
+            .rebuilding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let servers = self.snapshot.load().servers.clone();
+        let next = build_snapshot(&self.config, servers);
+        self.snapshot.store(Arc::new(next));
     }
 
     /// The upstream's name.
@@ -204,7 +280,9 @@ impl Upstream {
     ///
     /// With persistence, a client whose entry names a server that can take it goes there; an
     /// entry whose server cannot (or was already tried by this connection, so its connect
-    /// failed) is dropped, and the scheduler's choice becomes the client's new entry.
+    /// failed) is dropped, and the scheduler's choice becomes the client's new entry (unless it
+    /// is the sorry server). A server can take it when it is usable ([`Server::is_usable`]: up and
+    /// neither draining nor disabled) and [`Upstream::select_server`] finds room on it.
     pub fn select(
         &self,
         snapshot: &UpstreamSnapshot,
@@ -216,14 +294,22 @@ impl Upstream {
         };
         let key = table.key(ctx.client);
         if let Some(index) = table.lookup(key) {
-            if let Some(mut guard) = self.select_server(snapshot, index, tried) {
+            // Unlike a cookie, persistence gives way to draining (LVS: weight 0 quiesces it).
+            let usable = snapshot.servers.get(index).is_some_and(|s| s.is_usable());
+            let guard = usable
+                .then(|| self.select_server(snapshot, index, tried))
+                .flatten();
+            if let Some(mut guard) = guard {
                 guard.hold = table.hold(key, index, true);
                 return Some(guard);
             }
             table.forget(key);
         }
         let mut guard = self.schedule(snapshot, ctx, tried)?;
-        guard.hold = table.hold(key, guard.index, false);
+        // The sorry server stands in while nothing is up; clients are not bound to it.
+        if !guard.server.sorry {
+            guard.hold = table.hold(key, guard.index, false);
+        }
         Some(guard)
     }
 
@@ -242,7 +328,11 @@ impl Upstream {
                 let pick = tier.scheduler.pick(ctx, |i| {
                     let idx = tier.members[i];
                     let server = &snapshot.servers[idx];
-                    if tried.contains(idx) || full.contains(idx) || !server.has_room() {
+                    if tried.contains(idx)
+                        || full.contains(idx)
+                        || !server.is_usable()
+                        || !server.has_room()
+                    {
                         None
                     } else {
                         Some(server.active())
@@ -256,12 +346,30 @@ impl Upstream {
                 }
             }
         }
-        None
+        self.select_sorry(snapshot, tried)
     }
 
-    /// Reserves a slot on the server at `index` if it can take a connection now (weight above 0,
-    /// room under `max_connections`, not yet tried). Used when something other than the
-    /// scheduler, such as a stickiness cookie, names the server.
+    /// The sorry server, when there is one, this connection has not tried it, and no primary or
+    /// backup server is usable (full or already-tried servers do not count: they are up).
+    fn select_sorry(&self, snapshot: &UpstreamSnapshot, tried: &Tried) -> Option<ServerGuard> {
+        let index = snapshot.sorry?;
+        if tried.contains(index) {
+            return None;
+        }
+        let any_usable = snapshot
+            .servers
+            .iter()
+            .any(|s| !s.sorry && s.is_usable() && s.config.weight > 0);
+        if any_usable {
+            return None;
+        }
+        reserve(snapshot, index)
+    }
+
+    /// Reserves a slot on the server at `index` if it can take a connection now for a client
+    /// bound to it ([`Server::accepts_bound`], configured weight above 0, room under
+    /// `max_connections`, not yet tried). Used when something other than the scheduler, such as
+    /// a stickiness cookie, names the server.
     pub fn select_server(
         &self,
         snapshot: &UpstreamSnapshot,
@@ -269,10 +377,27 @@ impl Upstream {
         tried: &Tried,
     ) -> Option<ServerGuard> {
         let server = snapshot.servers.get(index)?;
-        if tried.contains(index) || server.config.weight == 0 || !server.has_room() {
+        if tried.contains(index)
+            || server.sorry
+            || server.config.weight == 0
+            || !server.accepts_bound()
+            || !server.has_room()
+        {
             return None;
         }
         reserve(snapshot, index)
+    }
+}
+
+/// A snapshot over `servers` with the weights their states ask for now.
+fn build_snapshot(config: &UpstreamConfig, servers: Box<[Arc<Server>]>) -> UpstreamSnapshot {
+    let weights = state::effective_weights(&servers);
+    UpstreamSnapshot {
+        primary: Tier::new(config, &servers, &weights, false),
+        backup: Tier::new(config, &servers, &weights, true),
+        sorry: servers.iter().position(|s| s.sorry),
+        weights,
+        servers,
     }
 }
 

@@ -16,6 +16,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+pub mod killable;
+
 /// Upper bound for any single wait in a test.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 

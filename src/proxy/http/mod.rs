@@ -563,6 +563,7 @@ async fn forward(
                         .stats
                         .connect_errors
                         .fetch_add(1, Ordering::Relaxed);
+                    guard.server().passive_failure();
                     tracing::warn!(listener = %listener.config.name, upstream = %ucfg.name,
                         server = %guard.server().address(), error = %e,
                         "connect to server failed; trying another");
@@ -737,6 +738,11 @@ async fn send(
                 return Ok(Response::from_parts(parts, ProxyBody::Full(None)));
             }
             let server_error = resp.status().is_server_error();
+            if server_error {
+                server.passive_failure();
+            } else {
+                server.passive_success();
+            }
             let (parts, body) = resp.into_parts();
             let body = ProxyBody::Upstream(Box::new(Pooled {
                 body,
@@ -764,6 +770,7 @@ async fn send(
         }
         Ok(Err(e)) => {
             server.stats.errors.fetch_add(1, Ordering::Relaxed);
+            server.passive_failure();
             listener.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(listener = %listener.config.name, server = %server.address(), error = %e,
                 "server failed the request");
@@ -774,6 +781,7 @@ async fn send(
         }
         Err(_) => {
             server.stats.errors.fetch_add(1, Ordering::Relaxed);
+            server.passive_failure();
             listener
                 .stats
                 .gateway_timeout
