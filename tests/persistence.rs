@@ -217,19 +217,11 @@ async fn http_backend(name: &'static str) -> SocketAddr {
     a
 }
 
-/// One `Connection: close` GET from `from`; returns the body.
+/// One `Connection: close` GET from `from`; returns the body of the 200.
 async fn get_from(from: &str, to: SocketAddr) -> String {
-    let mut s = connect_from(from, to).await;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut all = String::new();
-    tokio::time::timeout(PATIENCE, s.read_to_string(&mut all))
-        .await
-        .expect("answer in time")
-        .expect("read");
-    assert!(all.starts_with("HTTP/1.1 200"), "{all}");
-    all.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+    let (status, body) = common::get_and_close(connect_from(from, to).await).await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 #[tokio::test]

@@ -108,3 +108,7 @@ pub const CHECK_PATH: &str = "/";
 pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// `upstream.notify_timeout`: 10 s.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// `upstream.max_queue`: 1024 waiting connections or requests.
+pub const MAX_QUEUE: i64 = 1024;
+/// `upstream.max_queue` ceiling.
+pub const MAX_QUEUE_MAX: i64 = 1 << 20;

@@ -213,6 +213,13 @@ pub struct UpstreamConfig {
     /// server, so it sees the client's address (HAProxy `send-proxy` / `send-proxy-v2`).
     /// Default: none.
     pub send_proxy: Option<ProxyVersion>,
+    /// `max_queue`: when every server that could take a connection (or HTTP request) is at its
+    /// `max_connections`, up to this many wait, first come first served, for a slot (HAProxy's
+    /// queue). 0 = refuse at once. Default: 1024.
+    pub max_queue: usize,
+    /// `queue_timeout`: longest wait in that queue; then the client is refused (HTTP 503, TCP
+    /// reset). Default: `connect_timeout` (HAProxy `timeout queue`).
+    pub queue_timeout: Duration,
     /// `persistence_timeout` and friends: keep each client on one server (Keepalived
     /// `persistence_timeout`, `ipvsadm -p`). `None` = off (the default).
     pub persistence: Option<PersistenceConfig>,

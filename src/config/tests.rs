@@ -529,6 +529,8 @@ fn complete_file_builds_the_expected_model() {
             retries: 0,
             tcp_keepalive: Some(Duration::from_secs(120)),
             send_proxy: None,
+            max_queue: 1024,
+            queue_timeout: Duration::from_millis(1500),
             persistence: None,
             http: HttpUpstreamConfig {
                 response_timeout: defaults::RESPONSE_TIMEOUT,

@@ -156,6 +156,10 @@ pub(crate) struct UpstreamToml {
     pub(crate) retries: Option<Spanned<i64>>,
     /// `tcp_keepalive`: a duration; absent = off.
     pub(crate) tcp_keepalive: Option<Spanned<DurationToml>>,
+    /// `max_queue`: most connections or requests waiting for a server slot.
+    pub(crate) max_queue: Option<Spanned<i64>>,
+    /// `queue_timeout`: longest wait in that queue.
+    pub(crate) queue_timeout: Option<Spanned<DurationToml>>,
     /// `persistence_timeout`: a duration; present = persistence on.
     pub(crate) persistence_timeout: Option<Spanned<DurationToml>>,
     /// `persistence_granularity`: an IPv4 netmask or `/N`.

@@ -376,7 +376,24 @@ impl Validator<'_, '_> {
         let health = self.upstream_health(&base, u);
         let send_proxy = self.send_proxy(&base, u);
         let persistence = self.persistence(&base, u);
+        let max_queue = self.int(
+            u.max_queue.as_ref(),
+            &key("max_queue"),
+            0,
+            defaults::MAX_QUEUE_MAX,
+            defaults::MAX_QUEUE,
+        );
+        let queue_timeout = self
+            .duration(
+                u.queue_timeout.as_ref(),
+                &key("queue_timeout"),
+                Duration::from_millis(1),
+                defaults::DURATION_MAX,
+            )
+            .unwrap_or(connect_timeout);
         UpstreamConfig {
+            max_queue: usize::try_from(max_queue).unwrap_or(0),
+            queue_timeout,
             send_proxy,
             persistence,
             name,

@@ -6,6 +6,9 @@
 //!               └── retry on a server not yet tried (at most `retries` more) ──┘
 //! ```
 //!
+//! When every usable server is at its `max_connections`, the connection waits in the upstream's
+//! queue for a slot (`max_queue`, `queue_timeout`; see [`crate::upstream::Queue`]).
+//!
 //! When every attempt fails, or no server can take the connection at all, the client is closed at
 //! once with a RST (it learns immediately instead of waiting on a half-open socket) and the
 //! listener's and upstream's `no_server` counters go up.
@@ -21,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::listener::socket::tune_stream;
 use crate::proxy::relay::{self, Counters, RelayEnd, Side};
 use crate::scheduler::{PickContext, SchedulerKind};
-use crate::upstream::Tried;
+use crate::upstream::{Refusal, Tried};
 
 use super::proxy_protocol::write_header;
 use super::{client_addresses, ActiveGuard, Route};
@@ -54,13 +57,20 @@ pub async fn serve(
         client: peer.ip(),
         local,
     };
-    let snapshot = upstream.snapshot();
     let mut tried = Tried::new();
     let ucfg = &upstream.config;
 
     for _attempt in 0..=ucfg.retries {
-        let Some(guard) = upstream.select(&snapshot, &ctx, &tried) else {
-            break;
+        let guard = match upstream.select_queued(&ctx, &tried).await {
+            Ok(guard) => guard,
+            Err(Refusal::NoServer) => break,
+            Err(refusal) => {
+                // Counted by the queue; the client learns at once.
+                tracing::debug!(listener = %lcfg.name, upstream = %ucfg.name, %peer, %refusal,
+                    "closing client connection");
+                reset_on_close(&client);
+                return;
+            }
         };
         tried.insert(guard.index());
         let server = guard.server();

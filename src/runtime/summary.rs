@@ -36,6 +36,18 @@ pub fn render(listeners: &[Arc<Listener>], upstreams: &[Arc<Upstream>]) -> Strin
             s.idle_timeouts.load(Ordering::Relaxed),
             s.spliced.load(Ordering::Relaxed),
         );
+        if let Some(q) = &u.queue {
+            let _ = writeln!(
+                out,
+                "  queue {} of {} (timeout {:?})  served {} full {} timeouts {}",
+                q.len(),
+                q.max,
+                q.timeout,
+                q.served.load(Ordering::Relaxed),
+                q.full.load(Ordering::Relaxed),
+                q.timeouts.load(Ordering::Relaxed),
+            );
+        }
         if let Some(p) = &u.persistence {
             // ipvsadm shows `persistent N` on the service line; the table's own counters follow.
             let ps = &p.stats;

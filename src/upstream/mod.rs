@@ -31,9 +31,11 @@ use crate::config::{ServerConfig, UpstreamConfig};
 use crate::persistence::{Hold, Persistence};
 use crate::scheduler::{server_id, PickContext, SchedServer, Scheduler};
 
+mod queue;
 mod state;
 mod tried;
 
+pub use queue::{Queue, Refusal};
 pub use state::{ServerState, StateFlags, FULL_WEIGHT};
 pub use tried::Tried;
 
@@ -67,6 +69,9 @@ pub struct Server {
     pub state: ServerState,
     /// Whether this is the upstream's `sorry_server` (outside both schedulers).
     pub sorry: bool,
+    /// The upstream's queue, woken when a slot on this server frees up (`None` when the
+    /// upstream has no server with `max_connections`).
+    queue: Option<Arc<Queue>>,
 }
 
 impl Server {
@@ -78,6 +83,7 @@ impl Server {
             stats: ServerStats::default(),
             state,
             sorry,
+            queue: None,
         }
     }
 
@@ -183,6 +189,8 @@ pub struct Upstream {
     pub stats: UpstreamStats,
     /// Which server each client was sent to, when `persistence_timeout` is set.
     pub persistence: Option<Arc<Persistence>>,
+    /// Clients waiting for a server slot, when a server has `max_connections`.
+    pub queue: Option<Arc<Queue>>,
     snapshot: ArcSwap<UpstreamSnapshot>,
     /// Serialises [`Upstream::rebuild`], so two concurrent weight changes cannot store their
     /// snapshots in the wrong order and lose one. Never taken on the data path.
@@ -213,16 +221,29 @@ impl ServerGuard {
 impl Drop for ServerGuard {
     fn drop(&mut self) {
         self.server.stats.active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(queue) = &self.server.queue {
+            queue.slot_freed();
+        }
     }
 }
 
 impl Upstream {
     /// Builds an upstream and its first snapshot from its configuration.
     pub fn new(config: UpstreamConfig) -> Upstream {
+        // A queue only where a server has a limit to wait for.
+        let queue = config
+            .servers
+            .iter()
+            .any(|s| s.max_connections > 0)
+            .then(|| Arc::new(Queue::new(config.max_queue, config.queue_timeout)));
         let mut servers: Vec<Arc<Server>> = config
             .servers
             .iter()
-            .map(|s| Arc::new(Server::new(s.clone(), &config, false)))
+            .map(|s| {
+                let mut server = Server::new(s.clone(), &config, false);
+                server.queue = queue.clone();
+                Arc::new(server)
+            })
             .collect();
         if let Some(address) = config.health.sorry_server {
             let sorry = ServerConfig {
@@ -242,6 +263,7 @@ impl Upstream {
                 .persistence
                 .as_ref()
                 .map(|p| Arc::new(Persistence::new(p))),
+            queue,
             config,
             stats: UpstreamStats::default(),
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -311,6 +333,56 @@ impl Upstream {
             guard.hold = table.hold(key, guard.index, false);
         }
         Some(guard)
+    }
+
+    /// As [`Upstream::select`] on the current snapshot, but when every usable server is full,
+    /// waits in the upstream's queue for a slot (see [`queue`](self::queue)) instead of giving up.
+    ///
+    /// # Errors
+    /// Why the client gets no server: none usable, the queue full, or the wait too long.
+    pub async fn select_queued(
+        &self,
+        ctx: &PickContext,
+        tried: &Tried,
+    ) -> Result<ServerGuard, Refusal> {
+        let snapshot = self.snapshot();
+        let Some(queue) = &self.queue else {
+            return self.select(&snapshot, ctx, tried).ok_or(Refusal::NoServer);
+        };
+        if queue.is_empty() {
+            if let Some(guard) = self.select(&snapshot, ctx, tried) {
+                return Ok(guard);
+            }
+        }
+        if !busy(&snapshot, tried) {
+            return self.select(&snapshot, ctx, tried).ok_or(Refusal::NoServer);
+        }
+        let Some((place, behind)) = queue.join() else {
+            return Err(Refusal::QueueFull);
+        };
+        let deadline = tokio::time::Instant::now() + queue.timeout;
+        let mut look = !behind;
+        loop {
+            // Registered before looking, so a slot freed in between is not missed.
+            let notified = queue.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if look {
+                let snapshot = self.snapshot();
+                if let Some(guard) = self.select(&snapshot, ctx, tried) {
+                    place.served();
+                    return Ok(guard);
+                }
+                if !busy(&snapshot, tried) {
+                    return Err(Refusal::NoServer);
+                }
+            }
+            look = true;
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                queue.timeouts.fetch_add(1, Ordering::Relaxed);
+                return Err(Refusal::QueueTimeout);
+            }
+        }
     }
 
     /// The scheduler's choice (primaries, then backups), with its slot reserved.
@@ -387,6 +459,19 @@ impl Upstream {
         }
         reserve(snapshot, index)
     }
+}
+
+/// Whether a usable server this client may still try is at its `max_connections`, so waiting
+/// for a slot makes sense.
+fn busy(snapshot: &UpstreamSnapshot, tried: &Tried) -> bool {
+    snapshot.servers.iter().enumerate().any(|(i, s)| {
+        !s.sorry
+            && s.is_usable()
+            && s.config.weight > 0
+            && s.config.max_connections > 0
+            && !tried.contains(i)
+            && !s.has_room()
+    })
 }
 
 /// A snapshot over `servers` with the weights their states ask for now.

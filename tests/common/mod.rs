@@ -179,3 +179,21 @@ pub fn assert_fired_after_300ms(started: tokio::time::Instant, what: &str) {
         "{what} too late: {waited:?}"
     );
 }
+
+/// One `GET /` with `Connection: close` on `s`; returns the status code and the body.
+pub async fn get_and_close(mut s: TcpStream) -> (u16, String) {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut all = String::new();
+    tokio::time::timeout(PATIENCE, s.read_to_string(&mut all))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let status = all
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {all:?}"));
+    let body = all.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RetryOn;
 use crate::listener::socket::tune_stream;
 use crate::scheduler::PickContext;
-use crate::upstream::{ServerGuard, Tried, Upstream};
+use crate::upstream::{Refusal, ServerGuard, Tried, Upstream};
 
 pub mod body;
 pub mod headers;
@@ -540,8 +540,22 @@ async fn forward(
         let preferred = sticky
             .take()
             .and_then(|i| upstream.select_server(&snapshot, i, &tried));
-        let Some(guard) = preferred.or_else(|| upstream.select(&snapshot, &pick, &tried)) else {
-            break;
+        let guard = match preferred {
+            Some(guard) => guard,
+            None => match upstream.select_queued(&pick, &tried).await {
+                Ok(guard) => guard,
+                Err(Refusal::NoServer) => break,
+                Err(refusal) => {
+                    // Counted by the queue. HAProxy answers 503 here too.
+                    tracing::debug!(listener = %listener.config.name, upstream = %ucfg.name,
+                        %refusal, "request refused");
+                    let why = match refusal {
+                        Refusal::QueueFull => "every server is busy and the queue is full",
+                        _ => "every server stayed busy for too long",
+                    };
+                    return error(StatusCode::SERVICE_UNAVAILABLE, why);
+                }
+            },
         };
         let index = guard.index();
         tried.insert(index);
