@@ -86,3 +86,12 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const PERSISTENCE_MAX_ENTRIES: u64 = 262_144;
 /// `persistence_max_entries` ceiling.
 pub const PERSISTENCE_MAX_ENTRIES_MAX: u64 = 16_777_216;
+
+/// `global.max_connections` / `listener.max_connections`: the largest value accepted.
+pub const MAX_CONNECTIONS_MAX: u64 = 10_000_000;
+/// `global.max_connections` when derived from the file-descriptor limit: at most this many
+/// (half of systemd's default hard `LimitNOFILE`, 524288), so that a host with a huge or
+/// unlimited hard limit does not get a limit no memory could back.
+pub const MAX_CONNECTIONS_DERIVED_CAP: u64 = 262_144;
+/// `resume_at`: 100 % = resume accepting as soon as one connection ends (HAProxy's behaviour).
+pub const RESUME_AT: u8 = 100;

@@ -44,6 +44,8 @@ use crate::scheduler::SchedulerKind;
 
 #[path = "validate_http.rs"]
 mod http;
+#[path = "validate_limits.rs"]
+mod limits;
 #[path = "validate_persistence.rs"]
 mod persistence;
 
@@ -225,6 +227,7 @@ impl Validator<'_, '_> {
                 defaults::THREADS_MAX,
             ),
             shutdown_grace,
+            connections: self.global_limit(raw),
         }
     }
 
@@ -312,6 +315,7 @@ impl Validator<'_, '_> {
             certificates,
             routes,
             http,
+            connections: self.listener_limit(&base, l),
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
-use crate::listener::Listener;
+use crate::listener::{Listener, Reason};
 use crate::upstream::Upstream;
 
 pub mod http;
@@ -38,6 +38,18 @@ pub(crate) struct ActiveGuard<'a>(pub(crate) &'a AtomicU64);
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a client turned away because no server could take it (the listener's and the
+/// upstream's `no_server`) and logs it, at most one line a second per listener with the count
+/// since the previous line: under overload a line per refusal would flood the log.
+pub(crate) fn refused_no_server(listener: &Listener, upstream: &Upstream, tried: usize) {
+    upstream.stats.no_server.fetch_add(1, Ordering::Relaxed);
+    if let Some(refused) = listener.stats.refused(Reason::NoServer) {
+        tracing::warn!(listener = %listener.config.name, upstream = %upstream.name(), tried,
+            reason = Reason::NoServer.as_str(), refused,
+            "no server available: client refused ({refused} since the last such line)");
     }
 }
 

@@ -134,9 +134,8 @@ pub async fn serve(
         return;
     }
 
-    listener.stats.no_server.fetch_add(1, Ordering::Relaxed);
-    upstream.stats.no_server.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(listener = %lcfg.name, upstream = %ucfg.name, %peer, tried = tried.len(),
+    super::refused_no_server(listener, upstream, tried.len());
+    tracing::debug!(listener = %lcfg.name, upstream = %ucfg.name, %peer, tried = tried.len(),
         "no server available; closing client connection");
     reset_on_close(&client);
 }

@@ -546,8 +546,7 @@ async fn forward(
         // Retries ran out: the client gets the last server failure.
         return answer;
     }
-    listener.stats.no_server.fetch_add(1, Ordering::Relaxed);
-    upstream.stats.no_server.fetch_add(1, Ordering::Relaxed);
+    super::refused_no_server(listener, upstream, tried.len());
     error(StatusCode::SERVICE_UNAVAILABLE, "no server is available")
 }
 
