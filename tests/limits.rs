@@ -127,6 +127,11 @@ async fn at_max_connections_clients_wait_in_the_kernel_queue_and_are_served_in_t
     let table = rt.summary();
     assert!(table.contains("open 3 of 3"), "{table}");
     assert!(table.contains("refused: no_server 0, limit "), "{table}");
+    // The queue is long enough for the five: the kernel dropped nothing.
+    assert!(
+        table.contains("dropped by the kernel (queue full) 0"),
+        "{table}"
+    );
 
     // Each connection that ends lets exactly one waiting client in.
     let mut served_now = Vec::new();

@@ -305,8 +305,9 @@ impl Runtime {
     /// The counters table of [`summary::render`] for this runtime, then the connection limits
     /// and refusals ([`summary::render_limits`]).
     pub fn summary(&self) -> String {
+        let queues = self.accept_queues().ok();
         summary::render(&self.listeners, &self.upstreams)
-            + &summary::render_limits(&self.global_limit, &self.listeners)
+            + &summary::render_limits(&self.global_limit, &self.listeners, queues.as_deref())
     }
 
     /// A closure that renders [`Runtime::summary`] later, even after the runtime was consumed by
@@ -316,8 +317,9 @@ impl Runtime {
         let upstreams = self.upstreams.clone();
         let global_limit = Arc::clone(&self.global_limit);
         move || {
+            let queues = crate::backlog::workers(&listeners).ok();
             summary::render(&listeners, &upstreams)
-                + &summary::render_limits(&global_limit, &listeners)
+                + &summary::render_limits(&global_limit, &listeners, queues.as_deref())
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backlog::BallastListener;
 use crate::listener::{Gate, Listener, Reason};
 use crate::upstream::Upstream;
 
@@ -78,8 +79,13 @@ pub fn render(listeners: &[Arc<Listener>], upstreams: &[Arc<Upstream>]) -> Strin
 
 /// The connection limits and refusals: the global limit with the connections open under it, then
 /// per listener its limit, open connections, pauses of accepting (count, total time, workers
-/// paused now) and refusals by reason.
-pub fn render_limits(global: &Gate, listeners: &[Arc<Listener>]) -> String {
+/// paused now), refusals by reason, and, when `queues` (from [`crate::backlog::workers`]) has
+/// them, the connection attempts the kernel dropped at the listener's full accept queues.
+pub fn render_limits(
+    global: &Gate,
+    listeners: &[Arc<Listener>],
+    queues: Option<&[BallastListener]>,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -91,10 +97,19 @@ pub fn render_limits(global: &Gate, listeners: &[Arc<Listener>]) -> String {
     );
     for l in listeners {
         let s = &l.stats;
-        let refusals: Vec<String> = Reason::ALL
+        let mut refusals: Vec<String> = Reason::ALL
             .iter()
             .map(|r| format!("{} {}", r.as_str(), s.refusal_count(*r)))
             .collect();
+        let drops = queues
+            .and_then(|q| {
+                q.iter()
+                    .find(|b| b.listener.as_deref() == Some(l.config.name.as_str()))
+            })
+            .and_then(|b| b.workers.iter().map(|w| w.drops).sum::<Option<u64>>());
+        if let Some(d) = drops {
+            refusals.push(format!("dropped by the kernel (queue full) {d}"));
+        }
         let _ = writeln!(
             out,
             "  {:<16} open {} of {}  paused {} ({:.3}s, {} now)  refused: {}",
