@@ -279,7 +279,8 @@ fn serve(cfg: Config, before_stop: Option<&dyn Fn(&Runtime)>) -> Result<()> {
         let runtime = Runtime::start(cfg)
             .await
             .with_context(|| format!("cannot start with {origin}"))?;
-        tracing::info!(config = %origin, "ballast running");
+        tracing::info!(config = %origin,
+            max_connections = runtime.global_limit().max().unwrap_or(0), "ballast running");
         if let Some(f) = before_stop {
             f(&runtime);
         }

@@ -13,6 +13,10 @@
 //! fallen to that share of the limit, so that a full listener does not wake its workers for every
 //! single connection that ends.
 //!
+//! Every worker waiting on a gate is woken when it reaches the mark, and they race for the free
+//! slots; the losers pause again. With `resume_at = 100` and many workers that is a small herd per
+//! connection that ends, which is why a lower `resume_at` exists.
+//!
 //! The hot path is lock-free: taking a slot is one compare-and-swap on each gate, giving it back
 //! one atomic subtraction. Only a worker that found a gate full registers with its [`Notify`], and
 //! a connection's end touches the `Notify` (which has a mutex) only when a worker is waiting and
