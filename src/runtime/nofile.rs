@@ -139,7 +139,10 @@ pub fn raise(needed: u64) -> nix::Result<Raised> {
 
 /// The operator's fix when the hard limit is `hard` and `needed` descriptors are needed.
 pub fn advice(budget: &Budget, hard: u64) -> String {
-    let fits = hard.saturating_sub(budget.needed - budget.connections * 2) / 2;
+    let fixed = budget
+        .needed
+        .saturating_sub(budget.connections.saturating_mul(2));
+    let fits = hard.saturating_sub(fixed) / 2;
     format!(
         "RLIMIT_NOFILE hard limit {hard} is below the {} file descriptors {} connections need \
          (2 per proxied connection, plus listening sockets and reserve): raise it (`ulimit -n {}` \
