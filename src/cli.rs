@@ -163,7 +163,18 @@ fn warnings(cfg: &Config) -> Vec<String> {
             ));
         }
     }
+    out.extend(nofile_warning(cfg));
     out
+}
+
+/// Whether the hard RLIMIT_NOFILE of this shell can hold the connection limits (`run` raises
+/// the soft limit itself, up to the hard one).
+fn nofile_warning(cfg: &Config) -> Option<String> {
+    use crate::runtime::nofile;
+    let (_, hard) = nofile::current().ok()?;
+    let hard = hard?;
+    let budget = nofile::budget(cfg, Some(hard));
+    (budget.needed > hard).then(|| nofile::advice(&budget, hard))
 }
 
 /// `ballast backlog`: one report, or with `--watch` a report per interval with the counters'
@@ -259,6 +270,7 @@ fn tokio_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
 /// listeners are up (the demo uses it to print instructions) and returns a token cancelled at exit.
 fn serve(cfg: Config, before_stop: Option<&dyn Fn(&Runtime)>) -> Result<()> {
     init_logging(&cfg)?;
+    crate::runtime::nofile::apply(&cfg);
     let rt = tokio_runtime(cfg.global.threads)?;
     rt.block_on(async move {
         let mut signals = Signals::install().context("cannot install signal handlers")?;
@@ -267,7 +279,8 @@ fn serve(cfg: Config, before_stop: Option<&dyn Fn(&Runtime)>) -> Result<()> {
         let runtime = Runtime::start(cfg)
             .await
             .with_context(|| format!("cannot start with {origin}"))?;
-        tracing::info!(config = %origin, "ballast running");
+        tracing::info!(config = %origin,
+            max_connections = runtime.global_limit().max().unwrap_or(0), "ballast running");
         if let Some(f) = before_stop {
             f(&runtime);
         }

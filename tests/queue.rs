@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ballast::listener::Reason;
 use common::{addr, config, servers, start, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -206,6 +207,9 @@ async fn a_request_that_waits_past_queue_timeout_gets_a_503_and_a_full_queue_ref
     assert_eq!(busy.await.expect("client").0, 200, "the slow one finishes");
     assert_eq!(queue.full.load(Ordering::Relaxed), 1);
     assert_eq!(queue.timeouts.load(Ordering::Relaxed), 1);
+    let stats = &rt.listener("l").expect("l").stats;
+    assert_eq!(stats.refusal_count(Reason::QueueFull), 1);
+    assert_eq!(stats.refusal_count(Reason::QueueTimeout), 1);
     rt.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -18,7 +18,9 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
-use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+use netlink_packet_sock_diag::inet::{
+    nlas::Nla, ExtensionFlags, InetRequest, SocketId, StateFlags,
+};
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket};
 
@@ -58,6 +60,10 @@ pub(crate) struct ListenSocket {
     pub(crate) uid: u32,
     /// Socket inode (matches `/proc/[pid]/fd/N -> socket:[inode]`).
     pub(crate) inode: u64,
+    /// Connection attempts the kernel dropped at this socket since it was created (`sk_drops`:
+    /// accept queue full, or no memory); the per-socket share of `ListenDrops`. `None` when not
+    /// reported (from `/proc/net/tcp`, or an old kernel).
+    pub(crate) drops: Option<u32>,
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> DiagError {
@@ -107,7 +113,8 @@ fn dump(
         SockDiagMessage::InetRequest(InetRequest {
             family,
             protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
+            // SKMEMINFO carries `sk_drops`, the socket's own count of dropped handshakes.
+            extensions: ExtensionFlags::SKMEMINFO,
             states: StateFlags::LISTEN,
             socket_id: if family == AF_INET {
                 SocketId::new_v4()
@@ -162,6 +169,10 @@ fn dump(
                         max: Some(r.header.send_queue),
                         uid: r.header.uid,
                         inode: u64::from(r.header.inode),
+                        drops: r.nlas.iter().find_map(|n| match n {
+                            Nla::MemInfo(m) => Some(m.drops),
+                            _ => None,
+                        }),
                     });
                 }
                 _ => {}
@@ -187,6 +198,37 @@ mod tests {
         // std listens with backlog 128.
         let somaxconn = super::super::proc::sysctl("net/core/somaxconn").expect("somaxconn");
         assert_eq!(s.max.map(u64::from), Some(somaxconn.min(128)));
+        drop(clients);
+    }
+
+    #[test]
+    fn a_full_accept_queue_counts_its_drops_on_the_socket() {
+        use socket2::{Domain, Socket, Type};
+        let l = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        l.bind(&any.into()).expect("bind");
+        // Backlog 1: the queue holds two; further handshakes are dropped.
+        l.listen(1).expect("listen");
+        let addr = l.local_addr().expect("addr");
+        let clients: Vec<Socket> = (0..6)
+            .map(|_| {
+                let c = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+                c.set_nonblocking(true).expect("nonblocking");
+                let _ = c.connect(&addr);
+                c
+            })
+            .collect();
+        let addr = addr.as_socket().expect("inet");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let found = listening_sockets().expect("sock_diag works here");
+            let s = found.iter().find(|s| s.local == addr).expect("listed");
+            if s.drops.unwrap_or(0) > 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no drops: {s:?}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         drop(clients);
     }
 

@@ -192,6 +192,10 @@ pub struct WorkerQueue {
     pub accepted: Option<u64>,
     /// The socket's inode.
     pub inode: u64,
+    /// Connection attempts the kernel dropped at this worker's socket since it was created
+    /// (accept queue full): its share of `ListenDrops`. Absent when not reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drops: Option<u64>,
 }
 
 /// One listener of a ballast process with its workers' accept queues.
@@ -415,6 +419,7 @@ pub fn workers(listeners: &[Arc<Listener>]) -> Result<Vec<BallastListener>, Diag
                             .get(worker)
                             .map(|a| a.load(Ordering::Relaxed)),
                         inode: *inode,
+                        drops: s.and_then(|s| s.drops).map(u64::from),
                     }
                 })
                 .collect();

@@ -126,6 +126,7 @@ pub(crate) fn group(
                 max: s.max,
                 accepted: None,
                 inode: s.inode,
+                drops: s.drops.map(u64::from),
             })
             .collect();
         for (worker, (_, s)) in sockets.iter().enumerate() {
@@ -202,6 +203,7 @@ mod tests {
             max: Some(128),
             uid: 0,
             inode,
+            drops: None,
         };
         let found = vec![s(11, 3), s(10, 1), s(12, 0)];
         let holder = |fd| Holder {

@@ -139,6 +139,7 @@ pub(crate) fn parse_proc_net_tcp(text: &str) -> Vec<ListenSocket> {
                 max: None,
                 uid: f.get(7)?.parse().ok()?,
                 inode: f.get(9)?.parse().ok()?,
+                drops: None,
             })
         })
         .collect()
@@ -365,6 +366,7 @@ MPTcpExt: 0 0
                 max: None,
                 uid: 1000,
                 inode: 39_616_747,
+                drops: None,
             }]
         );
         let v6 = parse_proc_net_tcp(PROC_NET_TCP6);

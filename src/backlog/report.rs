@@ -398,6 +398,7 @@ mod tests {
                 max: Some(128),
                 accepted: None,
                 inode: 1,
+                drops: None,
             }],
         });
         let advice = advise(&r).join("\n");

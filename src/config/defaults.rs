@@ -112,3 +112,12 @@ pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_QUEUE: i64 = 1024;
 /// `upstream.max_queue` ceiling.
 pub const MAX_QUEUE_MAX: i64 = 1 << 20;
+
+/// `global.max_connections` / `listener.max_connections`: the largest value accepted.
+pub const MAX_CONNECTIONS_MAX: u64 = 10_000_000;
+/// `global.max_connections` when derived from the file-descriptor limit: at most this many
+/// (half of systemd's default hard `LimitNOFILE`, 524288), so that a host with a huge or
+/// unlimited hard limit does not get a limit no memory could back.
+pub const MAX_CONNECTIONS_DERIVED_CAP: u64 = 262_144;
+/// `resume_at`: 100 % = resume accepting as soon as one connection ends (HAProxy's behaviour).
+pub const RESUME_AT: u8 = 100;

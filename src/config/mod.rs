@@ -60,6 +60,41 @@ pub struct Global {
     /// `shutdown_grace`: on SIGTERM/SIGINT, how long established connections may go on before they
     /// are closed. Default: 30 s.
     pub shutdown_grace: Duration,
+    /// `max_connections` and `resume_at`: the most client connections open at once across all
+    /// listeners (HAProxy global `maxconn`). `max` 0 (the default) means derived at start from
+    /// the file-descriptor limit (see [`crate::runtime::nofile`]).
+    pub connections: ConnectionLimit,
+}
+
+/// A limit on open client connections and where accepting resumes once it was reached.
+///
+/// At the limit, ballast stops calling accept(2): new connections wait, fully established, in
+/// the kernel's accept queue (up to `backlog`) and are accepted once enough connections have
+/// ended. Nothing is accepted and then closed for want of room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimit {
+    /// `max_connections`: most client connections open at once; 0 = no limit (for `[global]`:
+    /// derived from the file-descriptor limit).
+    pub max: u64,
+    /// `resume_at`: once the limit was reached, accepting resumes when the open connections
+    /// have fallen to this percentage of `max` (1..=100). Default: 100, which resumes as soon as
+    /// one connection ends (HAProxy's behaviour).
+    pub resume_at: u8,
+}
+
+impl ConnectionLimit {
+    /// No limit.
+    pub const UNLIMITED: ConnectionLimit = ConnectionLimit {
+        max: 0,
+        resume_at: 100,
+    };
+
+    /// The low-water mark: paused accepting resumes once at most this many connections are
+    /// open. Always below `max` (a limit of 1 resumes at 0).
+    pub fn low_water(&self) -> u64 {
+        let mark = self.max.saturating_mul(u64::from(self.resume_at)) / 100;
+        mark.min(self.max.saturating_sub(1))
+    }
 }
 
 /// How log lines are written.
@@ -193,6 +228,9 @@ pub struct ListenerConfig {
     pub routes: Vec<RouteConfig>,
     /// HTTP settings (HTTP listeners only; defaults otherwise).
     pub http: HttpListenerConfig,
+    /// `max_connections` and `resume_at`: the most client connections this listener keeps open
+    /// at once (HAProxy `bind … maxconn` / frontend `maxconn`). Default: no limit.
+    pub connections: ConnectionLimit,
 }
 
 /// One `[[upstream]]`: a group of servers behind one scheduler (nginx `upstream`, LVS real servers).

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use super::validate::{parse, Source};
 use super::{
-    defaults, AdminState, CheckKind, Config, Global, HealthCheckConfig, HttpCheckConfig,
-    HttpListenerConfig, HttpUpstreamConfig, ListenerConfig, LogFormat, PassiveConfig, Protocol,
-    ServerConfig, UpstreamConfig, UpstreamHealthConfig,
+    defaults, AdminState, CheckKind, Config, ConnectionLimit, Global, HealthCheckConfig,
+    HttpCheckConfig, HttpListenerConfig, HttpUpstreamConfig, ListenerConfig, LogFormat,
+    PassiveConfig, Protocol, ServerConfig, UpstreamConfig, UpstreamHealthConfig,
 };
 use crate::scheduler::SchedulerKind;
 
@@ -82,13 +82,14 @@ t!(
     ["ballast.toml:5:1: listener[0].bakclog: unknown key; allowed: name, bind, protocol, upstream, \
       backlog, workers, tcp_nodelay, tcp_keepalive, idle_timeout, buffer_size, splice, \
       accept_proxy, certificate, route, header_timeout, forwarded, via, body_timeout, \
-      max_header_size, max_headers, max_body_size, request_id_header; did you mean backlog?"]
+      max_header_size, max_headers, max_body_size, request_id_header, max_connections, resume_at; \
+      did you mean backlog?"]
 );
 
 t!(
     unknown_key_without_a_close_match_has_no_guess,
     concat!("[global]\ncolour = \"red\"\n", listener!(), upstream!()),
-    ["ballast.toml:2:1: global.colour: unknown key; allowed: log_level, log_format, threads, shutdown_grace"]
+    ["ballast.toml:2:1: global.colour: unknown key; allowed: log_level, log_format, threads, shutdown_grace, max_connections, resume_at"]
 );
 
 t!(
@@ -495,6 +496,10 @@ fn complete_file_builds_the_expected_model() {
             log_format: LogFormat::Json,
             threads: 8,
             shutdown_grace: Duration::from_secs(90),
+            connections: ConnectionLimit {
+                max: 0,
+                resume_at: 100,
+            },
         },
         listeners: vec![ListenerConfig {
             name: "web".to_owned(),
@@ -521,6 +526,7 @@ fn complete_file_builds_the_expected_model() {
                 via: false,
                 request_id_header: defaults::REQUEST_ID_HEADER.to_owned(),
             },
+            connections: ConnectionLimit::UNLIMITED,
         }],
         upstreams: vec![UpstreamConfig {
             name: "web".to_owned(),
@@ -1091,3 +1097,41 @@ t!(
          remove the key or give the text to look for",
     ]
 );
+
+// === connection limits ===
+
+t!(
+    connection_limits_are_range_checked_and_resume_at_needs_a_limit,
+    concat!(
+        "[global]\nmax_connections = -1\nresume_at = 0\n",
+        listener!(),
+        "max_connections = 20000000\n",
+        "[[listener]]\nname = \"api\"\nbind = \"0.0.0.0:81\"\nupstream = \"web\"\nresume_at = 90\n",
+        upstream!()
+    ),
+    [
+        "ballast.toml:2:19: global.max_connections: -1 is out of range; allowed: 0..=10000000",
+        "ballast.toml:3:13: global.resume_at: 0 is out of range; allowed: 1..=100",
+        "ballast.toml:8:19: listener[0].max_connections: 20000000 is out of range; allowed: \
+         0..=10000000",
+        "ballast.toml:13:13: listener[1].resume_at: has no effect without max_connections; add \
+         max_connections = 1000",
+    ]
+);
+
+#[test]
+fn connection_limits_default_to_derived_globally_and_none_per_listener() {
+    let c = config(concat!(listener!(), upstream!()));
+    assert_eq!(c.global.connections, ConnectionLimit::UNLIMITED);
+    assert_eq!(c.listeners[0].connections, ConnectionLimit::UNLIMITED);
+    let c = config(concat!(
+        "[global]\nmax_connections = 5000\nresume_at = 80\n",
+        listener!(),
+        "max_connections = 100\nresume_at = 90\n",
+        upstream!()
+    ));
+    let g = c.global.connections;
+    assert_eq!((g.max, g.resume_at, g.low_water()), (5000, 80, 4000));
+    let l = c.listeners[0].connections;
+    assert_eq!((l.max, l.resume_at, l.low_water()), (100, 90, 90));
+}

@@ -59,6 +59,10 @@ pub(crate) struct GlobalToml {
     pub(crate) threads: Option<Spanned<i64>>,
     /// `shutdown_grace`: a duration.
     pub(crate) shutdown_grace: Option<Spanned<DurationToml>>,
+    /// `max_connections`: process-wide limit on client connections; 0 = derived.
+    pub(crate) max_connections: Option<Spanned<i64>>,
+    /// `resume_at`: percent of `max_connections` at which accepting resumes.
+    pub(crate) resume_at: Option<Spanned<i64>>,
 }
 
 /// One `[[listener]]`.
@@ -111,6 +115,10 @@ pub(crate) struct ListenerToml {
     pub(crate) max_body_size: Option<Spanned<SizeToml>>,
     /// `request_id_header`: a header name (HTTP).
     pub(crate) request_id_header: Option<Spanned<String>>,
+    /// `max_connections`: this listener's limit on client connections; 0 = none.
+    pub(crate) max_connections: Option<Spanned<i64>>,
+    /// `resume_at`: percent of `max_connections` at which accepting resumes.
+    pub(crate) resume_at: Option<Spanned<i64>>,
 }
 
 /// One `[[listener.certificate]]`.

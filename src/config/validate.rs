@@ -46,6 +46,8 @@ use crate::scheduler::SchedulerKind;
 mod health;
 #[path = "validate_http.rs"]
 mod http;
+#[path = "validate_limits.rs"]
+mod limits;
 #[path = "validate_persistence.rs"]
 mod persistence;
 
@@ -227,6 +229,7 @@ impl Validator<'_, '_> {
                 defaults::THREADS_MAX,
             ),
             shutdown_grace,
+            connections: self.global_limit(raw),
         }
     }
 
@@ -314,6 +317,7 @@ impl Validator<'_, '_> {
             certificates,
             routes,
             http,
+            connections: self.listener_limit(&base, l),
         }
     }
 

@@ -1,21 +1,41 @@
 //! The accept loop of one worker.
 //!
-//! Each worker owns one SO_REUSEPORT socket and loops on accept(2) until shutdown, spawning one task
-//! per connection on the shared [`TaskTracker`] so shutdown can wait for them. Accept errors follow
-//! the usual policy: a client that gave up before it was accepted (ECONNABORTED, ECONNRESET…) is
-//! not our error and is skipped; anything else (EMFILE, ENFILE, ENOMEM) is logged and the worker
-//! backs off briefly instead of spinning, leaving new connections waiting in the kernel's queue.
+//! Each worker owns one SO_REUSEPORT socket and loops until shutdown:
+//!
+//! ```text
+//! wait until a connection is in the accept queue ─▶ take a slot (listener + global limit) ─▶ accept(2) ─▶ spawn
+//!                                                     │ a limit is full
+//!                                                     └─▶ pause: wait for room, without accepting
+//! ```
+//!
+//! Waiting for readiness *before* taking a slot matters with several workers: a worker whose own
+//! queue is empty holds no slot, so it never keeps a connection waiting in another worker's queue.
+//! While paused, connections stay in the kernel's accept queue, established (the client's
+//! handshake is done and its first bytes are buffered); when the queue overflows the kernel drops
+//! further handshakes (`ListenOverflows`) and the clients retry their SYN. Nothing is accepted and
+//! then closed for want of room. See [`super::limit`].
+//!
+//! Each connection task runs on the shared [`TaskTracker`] so shutdown can wait for them, and
+//! carries its [`Permit`] until it ends. Accept errors follow the usual policy: a client that gave
+//! up before it was accepted (ECONNABORTED, ECONNRESET…) is not our error and is skipped; anything
+//! else (EMFILE, ENFILE, ENOMEM) is logged and the worker backs off briefly instead of spinning,
+//! leaving new connections waiting in the kernel's queue.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use socket2::Socket;
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Protocol;
+use crate::listener::limit::{Full, Gate, Permit};
+use crate::listener::refusals::Reason;
 use crate::proxy::{http, tcp, Route};
 
 /// How long a worker pauses after a resource error from accept(2), doubled up to [`BACKOFF_MAX`].
@@ -27,8 +47,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub struct Worker {
     /// Index of this worker within its listener (for per-worker counters).
     pub index: usize,
-    /// The worker's own listening socket.
-    pub socket: TcpListener,
+    /// The worker's own listening socket (non-blocking, registered with the runtime).
+    pub socket: AsyncFd<Socket>,
     /// Where its connections go.
     pub route: Arc<Route>,
     /// Cancelled when the process stops accepting.
@@ -37,6 +57,8 @@ pub struct Worker {
     pub abort: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// The process-wide `max_connections` gate, shared by every worker of every listener.
+    pub global_limit: Arc<Gate>,
 }
 
 fn is_client_gone(err: &io::Error) -> bool {
@@ -50,16 +72,70 @@ fn is_client_gone(err: &io::Error) -> bool {
     )
 }
 
+/// accept4(2) with the flags tokio needs: the new socket is non-blocking and close-on-exec.
+fn accept(socket: &Socket) -> io::Result<(TcpStream, SocketAddr)> {
+    let (stream, addr) = socket.accept4(nix::libc::SOCK_NONBLOCK | nix::libc::SOCK_CLOEXEC)?;
+    let peer = addr
+        .as_socket()
+        .ok_or_else(|| io::Error::other("accepted a connection without an IP peer address"))?;
+    Ok((TcpStream::from_std(stream.into())?, peer))
+}
+
 impl Worker {
     /// Accepts until `stop_accepting` is cancelled; then drops the socket (closing its queue).
     pub async fn run(self) {
         let listener = &self.route.listener;
         let mut backoff = BACKOFF_START;
+        // Set while this worker is paused by a limit: when the pause began.
+        let mut paused: Option<Instant> = None;
         loop {
-            let accepted = tokio::select! {
+            let ready = tokio::select! {
                 biased;
                 () = self.stop_accepting.cancelled() => break,
-                r = self.socket.accept() => r,
+                r = self.socket.readable() => r,
+            };
+            let mut ready = match ready {
+                Ok(r) => r,
+                Err(e) => {
+                    // Only when the socket cannot be polled at all; nothing to do but retry.
+                    listener.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(listener = %listener.config.name, error = %e,
+                        "cannot wait for connections; pausing {:?}", backoff);
+                    if !self.sleep(backoff).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let permit = match Permit::try_take(&listener.limit, &self.global_limit) {
+                Ok(p) => p,
+                Err(full) => {
+                    // Readiness stays set: the connection is still there when room comes.
+                    drop(ready);
+                    if paused.is_none() {
+                        paused = Some(Instant::now());
+                        self.pause_begins(full);
+                    }
+                    let gate = match full {
+                        Full::Listener => &listener.limit,
+                        Full::Global => &self.global_limit,
+                    };
+                    tokio::select! {
+                        biased;
+                        () = self.stop_accepting.cancelled() => break,
+                        () = gate.room() => {}
+                    }
+                    continue;
+                }
+            };
+            if let Some(since) = paused.take() {
+                self.pause_ends(since);
+            }
+            let accepted = match ready.try_io(|s| accept(s.get_ref())) {
+                Ok(r) => r,
+                // Nothing to accept after all (readiness was stale); the permit goes back.
+                Err(_would_block) => continue,
             };
             match accepted {
                 Ok((stream, peer)) => {
@@ -70,25 +146,73 @@ impl Worker {
                     let route = Arc::clone(&self.route);
                     let abort = self.abort.clone();
                     match listener.config.protocol {
-                        Protocol::Tcp => self.tracker.spawn(tcp::serve(stream, peer, route, abort)),
-                        Protocol::Http | Protocol::Https => {
-                            self.tracker.spawn(http::serve(stream, peer, route, abort))
-                        }
+                        Protocol::Tcp => self.tracker.spawn(async move {
+                            let _permit = permit;
+                            tcp::serve(stream, peer, route, abort).await;
+                        }),
+                        Protocol::Http | Protocol::Https => self.tracker.spawn(async move {
+                            let _permit = permit;
+                            http::serve(stream, peer, route, abort).await;
+                        }),
                     };
                 }
                 Err(e) if is_client_gone(&e) => {}
                 Err(e) => {
+                    drop(permit);
                     listener.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(listener = %listener.config.name, error = %e,
                         "accept failed; pausing {:?}", backoff);
-                    tokio::select! {
-                        () = self.stop_accepting.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
+                    if !self.sleep(backoff).await {
+                        break;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
+        if let Some(since) = paused {
+            self.pause_ends(since);
+        }
         tracing::debug!(listener = %listener.config.name, worker = self.index, "stopped accepting");
+    }
+
+    /// Sleeps `d`; `false` when accepting stopped meanwhile.
+    async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            () = self.stop_accepting.cancelled() => false,
+            () = tokio::time::sleep(d) => true,
+        }
+    }
+
+    /// Counts a pause and logs it (at most one line a second per listener).
+    fn pause_begins(&self, full: Full) {
+        let listener = &self.route.listener;
+        let stats = &listener.stats;
+        stats.paused_now.fetch_add(1, Ordering::Relaxed);
+        let Some(pauses) = stats.refused(Reason::Limit) else {
+            return;
+        };
+        let (which, gate) = match full {
+            Full::Listener => ("listener max_connections", &listener.limit),
+            Full::Global => ("global max_connections", &self.global_limit),
+        };
+        tracing::warn!(
+            listener = %listener.config.name,
+            reason = Reason::Limit.as_str(),
+            limit = which,
+            max = gate.limit().max,
+            open = gate.open(),
+            resume_at = gate.limit().low_water(),
+            pauses,
+            "{which} reached: accepting paused, new connections wait in the kernel's accept \
+             queue (pauses since the last line: {pauses})"
+        );
+    }
+
+    /// Adds a finished pause to the listener's paused time.
+    fn pause_ends(&self, since: Instant) {
+        let stats = &self.route.listener.stats;
+        stats.paused_now.fetch_sub(1, Ordering::Relaxed);
+        let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        stats.paused_micros.fetch_add(micros, Ordering::Relaxed);
     }
 }

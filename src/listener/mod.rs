@@ -8,11 +8,17 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::config::ListenerConfig;
 
 pub mod accept;
+pub mod limit;
+pub mod refusals;
 pub mod socket;
+
+pub use limit::{Gate, Permit};
+pub use refusals::{Reason, Refusals};
 
 pub use socket::{bind, BoundListener, ListenerError};
 
@@ -25,6 +31,10 @@ pub struct ListenerStats {
     pub active: AtomicU64,
     /// Client connections closed at once because no server could take them.
     pub no_server: AtomicU64,
+    /// Clients refused because every usable server was full and so was the upstream's queue.
+    pub queue_full: AtomicU64,
+    /// Clients refused after waiting `queue_timeout` in the upstream's queue.
+    pub queue_timeouts: AtomicU64,
     /// Client connections that ended because nothing moved for `idle_timeout`.
     pub idle_timeouts: AtomicU64,
     /// Connections refused because a PROXY header was expected and missing, bad, or came from an
@@ -46,6 +56,16 @@ pub struct ListenerStats {
     pub spliced: AtomicU64,
     /// accept(2) errors other than a client giving up before it was accepted.
     pub accept_errors: AtomicU64,
+    /// Times a worker stopped accepting because the listener's or the global
+    /// `max_connections` was reached while a connection was waiting (one per pause, however
+    /// long). The refusal reason `limit`.
+    pub paused: AtomicU64,
+    /// Total time workers spent paused so, in microseconds (summed over workers).
+    pub paused_micros: AtomicU64,
+    /// Workers paused right now.
+    pub paused_now: AtomicU64,
+    /// Rate limits of the refusal log lines.
+    pub refusals: Refusals,
 }
 
 impl ListenerStats {
@@ -65,6 +85,36 @@ impl ListenerStats {
             body_timeouts: AtomicU64::new(0),
             gateway_timeout: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            paused: AtomicU64::new(0),
+            paused_micros: AtomicU64::new(0),
+            paused_now: AtomicU64::new(0),
+            refusals: Refusals::default(),
+            queue_full: AtomicU64::new(0),
+            queue_timeouts: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one refusal for `reason`; `Some(n)` when the caller may log it now (rate-limited:
+    /// the first at once, then at most one line a second per listener and reason), `n` being the
+    /// refusals since the previous line.
+    pub fn refused(&self, reason: Reason) -> Option<u64> {
+        let counter = match reason {
+            Reason::NoServer => &self.no_server,
+            Reason::Limit => &self.paused,
+            Reason::QueueFull => &self.queue_full,
+            Reason::QueueTimeout => &self.queue_timeouts,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.refusals.may_log(reason)
+    }
+
+    /// Refusals so far for `reason`.
+    pub fn refusal_count(&self, reason: Reason) -> u64 {
+        match reason {
+            Reason::NoServer => self.no_server.load(Ordering::Relaxed),
+            Reason::Limit => self.paused.load(Ordering::Relaxed),
+            Reason::QueueFull => self.queue_full.load(Ordering::Relaxed),
+            Reason::QueueTimeout => self.queue_timeouts.load(Ordering::Relaxed),
         }
     }
 
@@ -98,4 +148,6 @@ pub struct Listener {
     /// the kernel's sock_diag view of each accept queue can be matched to its worker
     /// ([`crate::backlog::workers`]).
     pub worker_inodes: Box<[u64]>,
+    /// This listener's `max_connections` gate (counts its open connections even when unlimited).
+    pub limit: Arc<Gate>,
 }

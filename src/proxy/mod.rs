@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
-use crate::listener::Listener;
-use crate::upstream::Upstream;
+use crate::listener::{Listener, Reason};
+use crate::upstream::{Refusal, Upstream};
 
 pub mod http;
 pub mod proxy_protocol;
@@ -38,6 +38,32 @@ pub(crate) struct ActiveGuard<'a>(pub(crate) &'a AtomicU64);
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a client turned away because no server could take it (the listener's and the
+/// upstream's `no_server`) and logs it, at most one line a second per listener with the count
+/// since the previous line: under overload a line per refusal would flood the log.
+pub(crate) fn refused_no_server(listener: &Listener, upstream: &Upstream, tried: usize) {
+    upstream.stats.no_server.fetch_add(1, Ordering::Relaxed);
+    if let Some(refused) = listener.stats.refused(Reason::NoServer) {
+        tracing::warn!(listener = %listener.config.name, upstream = %upstream.name(), tried,
+            reason = Reason::NoServer.as_str(), refused,
+            "no server available: client refused ({refused} since the last such line)");
+    }
+}
+
+/// Counts (and, rate-limited, logs) a client refused by the upstream's queue.
+pub(crate) fn refused_by_queue(listener: &Listener, upstream: &Upstream, refusal: Refusal) {
+    let reason = match refusal {
+        Refusal::QueueFull => Reason::QueueFull,
+        Refusal::QueueTimeout => Reason::QueueTimeout,
+        Refusal::NoServer => Reason::NoServer,
+    };
+    if let Some(refused) = listener.stats.refused(reason) {
+        tracing::warn!(listener = %listener.config.name, upstream = %upstream.name(),
+            reason = reason.as_str(), refused,
+            "{refusal}: client refused ({refused} since the last such line)");
     }
 }
 

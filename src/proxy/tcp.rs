@@ -65,9 +65,8 @@ pub async fn serve(
             Ok(guard) => guard,
             Err(Refusal::NoServer) => break,
             Err(refusal) => {
-                // Counted by the queue; the client learns at once.
-                tracing::debug!(listener = %lcfg.name, upstream = %ucfg.name, %peer, %refusal,
-                    "closing client connection");
+                // The client learns at once.
+                super::refused_by_queue(listener, upstream, refusal);
                 reset_on_close(&client);
                 return;
             }
@@ -146,9 +145,8 @@ pub async fn serve(
         return;
     }
 
-    listener.stats.no_server.fetch_add(1, Ordering::Relaxed);
-    upstream.stats.no_server.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(listener = %lcfg.name, upstream = %ucfg.name, %peer, tried = tried.len(),
+    super::refused_no_server(listener, upstream, tried.len());
+    tracing::debug!(listener = %lcfg.name, upstream = %ucfg.name, %peer, tried = tried.len(),
         "no server available; closing client connection");
     reset_on_close(&client);
 }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,11 +19,12 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::config::Protocol;
 use crate::listener::accept::Worker;
-use crate::listener::{self, Listener, ListenerError, ListenerStats};
+use crate::listener::{self, Gate, Listener, ListenerError, ListenerStats};
 use crate::proxy::http::{route::Router, HttpRoutes, HttpUpstream};
 use crate::proxy::Route;
 use crate::upstream::Upstream;
 
+pub mod nofile;
 pub mod signals;
 pub mod summary;
 
@@ -95,6 +97,7 @@ pub struct Runtime {
     stop_checks: CancellationToken,
     /// The health checker tasks (aborted if the runtime is dropped without a shutdown).
     checkers: Option<crate::health::Checkers>,
+    global_limit: Arc<Gate>,
 }
 
 impl Runtime {
@@ -128,6 +131,7 @@ impl Runtime {
         }
         let stop_checks = CancellationToken::new();
         let checkers = crate::health::spawn(&upstreams, &stop_checks)?;
+        let global_limit = Arc::new(global_gate(&config));
         let stop_accepting = CancellationToken::new();
         let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -139,6 +143,7 @@ impl Runtime {
                 local_addr: b.local_addr,
                 stats: ListenerStats::new(b.sockets.len()),
                 worker_inodes: b.sockets.iter().map(crate::backlog::socket_inode).collect(),
+                limit: Arc::new(Gate::new(lc.connections)),
             });
             // Validation guarantees the upstream exists; a hand-built Config may not.
             let Some(upstream) = upstreams.iter().find(|u| u.name() == lc.upstream) else {
@@ -173,7 +178,12 @@ impl Runtime {
             });
             let effective_backlog = b.effective_backlog(lc.backlog);
             for (index, socket) in b.sockets.into_iter().enumerate() {
-                let socket = tokio::net::TcpListener::from_std(socket).map_err(|source| {
+                // `AsyncFd::new` is deprecated because it is unsound for a type whose
+                // `as_raw_fd` could change or close under the registration; `socket2::Socket`
+                // owns its descriptor and always returns the same open one until dropped, which
+                // is exactly what the safe-to-use condition of `AsyncFd::register` asks.
+                #[allow(deprecated)]
+                let socket = AsyncFd::new(socket2::Socket::from(socket)).map_err(|source| {
                     RuntimeError::Register {
                         listener: lc.name.clone(),
                         source,
@@ -186,6 +196,7 @@ impl Runtime {
                     stop_accepting: stop_accepting.clone(),
                     abort: abort.clone(),
                     tracker: tracker.clone(),
+                    global_limit: Arc::clone(&global_limit),
                 };
                 workers.spawn(worker.run());
             }
@@ -196,6 +207,7 @@ impl Runtime {
                 workers = listener.stats.accepted.len(),
                 backlog = lc.backlog,
                 effective_backlog,
+                max_connections = lc.connections.max,
                 "listening"
             );
             listeners.push(listener);
@@ -210,6 +222,7 @@ impl Runtime {
             workers,
             stop_checks,
             checkers: Some(checkers),
+            global_limit,
         })
     }
 
@@ -304,9 +317,12 @@ impl Runtime {
         crate::backlog::workers(&self.listeners)
     }
 
-    /// The counters table of [`summary::render`] for this runtime.
+    /// The counters table of [`summary::render`] for this runtime, then the connection limits
+    /// and refusals ([`summary::render_limits`]).
     pub fn summary(&self) -> String {
+        let queues = self.accept_queues().ok();
         summary::render(&self.listeners, &self.upstreams)
+            + &summary::render_limits(&self.global_limit, &self.listeners, queues.as_deref())
     }
 
     /// A closure that renders [`Runtime::summary`] later, even after the runtime was consumed by
@@ -314,6 +330,26 @@ impl Runtime {
     pub fn summary_handle(&self) -> impl Fn() -> String + Send + 'static {
         let listeners = self.listeners.clone();
         let upstreams = self.upstreams.clone();
-        move || summary::render(&listeners, &upstreams)
+        let global_limit = Arc::clone(&self.global_limit);
+        move || {
+            let queues = crate::backlog::workers(&listeners).ok();
+            summary::render(&listeners, &upstreams)
+                + &summary::render_limits(&global_limit, &listeners, queues.as_deref())
+        }
     }
+
+    /// The process-wide `max_connections` gate: its limit (configured or derived from
+    /// RLIMIT_NOFILE) and the client connections open now across all listeners.
+    pub fn global_limit(&self) -> &Arc<Gate> {
+        &self.global_limit
+    }
+}
+
+/// The global gate: `[global] max_connections`, or the limit derived from the hard RLIMIT_NOFILE
+/// when it is not configured ([`nofile::budget`]).
+fn global_gate(config: &Config) -> Gate {
+    let hard = nofile::current().ok().and_then(|(_, hard)| hard);
+    let mut limit = config.global.connections;
+    limit.max = nofile::budget(config, hard).max_connections;
+    Gate::new(limit)
 }

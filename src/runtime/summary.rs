@@ -5,8 +5,10 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::listener::Listener;
+use crate::backlog::BallastListener;
+use crate::listener::{Gate, Listener, Reason};
 use crate::upstream::Upstream;
 
 /// Renders listeners, their upstreams and per-server counters as a table.
@@ -93,6 +95,56 @@ pub fn render(listeners: &[Arc<Listener>], upstreams: &[Arc<Upstream>]) -> Strin
                 st.bytes_from_server.load(Ordering::Relaxed),
             );
         }
+    }
+    out
+}
+
+/// The connection limits and refusals: the global limit with the connections open under it, then
+/// per listener its limit, open connections, pauses of accepting (count, total time, workers
+/// paused now), refusals by reason, and, when `queues` (from [`crate::backlog::workers`]) has
+/// them, the connection attempts the kernel dropped at the listener's full accept queues.
+pub fn render_limits(
+    global: &Gate,
+    listeners: &[Arc<Listener>],
+    queues: Option<&[BallastListener]>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Connections: open {} of global max_connections {}",
+        global.open(),
+        global
+            .max()
+            .map_or_else(|| "unlimited".to_owned(), |m| m.to_string()),
+    );
+    for l in listeners {
+        let s = &l.stats;
+        let mut refusals: Vec<String> = Reason::ALL
+            .iter()
+            .map(|r| format!("{} {}", r.as_str(), s.refusal_count(*r)))
+            .collect();
+        let drops = queues
+            .and_then(|q| {
+                q.iter()
+                    .find(|b| b.listener.as_deref() == Some(l.config.name.as_str()))
+            })
+            .and_then(|b| b.workers.iter().map(|w| w.drops).sum::<Option<u64>>());
+        if let Some(d) = drops {
+            refusals.push(format!("dropped by the kernel (queue full) {d}"));
+        }
+        let _ = writeln!(
+            out,
+            "  {:<16} open {} of {}  paused {} ({:.3}s, {} now)  refused: {}",
+            l.config.name,
+            l.limit.open(),
+            l.limit
+                .max()
+                .map_or_else(|| "unlimited".to_owned(), |m| m.to_string()),
+            s.paused.load(Ordering::Relaxed),
+            Duration::from_micros(s.paused_micros.load(Ordering::Relaxed)).as_secs_f64(),
+            s.paused_now.load(Ordering::Relaxed),
+            refusals.join(", "),
+        );
     }
     out
 }

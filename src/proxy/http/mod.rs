@@ -546,9 +546,8 @@ async fn forward(
                 Ok(guard) => guard,
                 Err(Refusal::NoServer) => break,
                 Err(refusal) => {
-                    // Counted by the queue. HAProxy answers 503 here too.
-                    tracing::debug!(listener = %listener.config.name, upstream = %ucfg.name,
-                        %refusal, "request refused");
+                    // HAProxy answers 503 here too.
+                    super::refused_by_queue(listener, upstream, refusal);
                     let why = match refusal {
                         Refusal::QueueFull => "every server is busy and the queue is full",
                         _ => "every server stayed busy for too long",
@@ -634,8 +633,7 @@ async fn forward(
         // Retries ran out: the client gets the last server failure.
         return answer;
     }
-    listener.stats.no_server.fetch_add(1, Ordering::Relaxed);
-    upstream.stats.no_server.fetch_add(1, Ordering::Relaxed);
+    super::refused_no_server(listener, upstream, tried.len());
     error(StatusCode::SERVICE_UNAVAILABLE, "no server is available")
 }
 
