@@ -839,11 +839,13 @@ fn truncated_files_never_panic() {
 
 #[test]
 fn corrupted_files_never_panic() {
-    // Every character of a dense file replaced by each of a few troublemakers: about ten thousand
-    // parses, a second or two in a debug build.
+    // Every character of a dense file replaced by three of a few troublemakers, rotating, so
+    // neighbouring positions see all of them: a few thousand parses, a few seconds in a debug
+    // build.
     let replacements = ['"', '[', ']', '=', '\n', '{', ',', '0', '-', 'é', '\0'];
-    for (at, old) in COMPLETE.char_indices() {
-        for &c in &replacements {
+    for (i, (at, old)) in COMPLETE.char_indices().enumerate() {
+        for k in 0..3 {
+            let c = replacements[(i + 4 * k) % replacements.len()];
             let mut corrupted = String::with_capacity(COMPLETE.len() + 4);
             corrupted.push_str(&COMPLETE[..at]);
             corrupted.push(c);
