@@ -88,6 +88,8 @@ pub struct Runtime {
     abort: CancellationToken,
     tracker: TaskTracker,
     workers: JoinSet<()>,
+    /// VRRP instances, when `[vrrp]` is configured.
+    vrrp: Option<crate::vrrp::Vrrp>,
 }
 
 impl Runtime {
@@ -191,6 +193,9 @@ impl Runtime {
             );
             listeners.push(listener);
         }
+        // VRRP last: listeners bound to a VIP already listen (IP_FREEBIND) when it arrives.
+        let vrrp = (!config.vrrp.is_empty())
+            .then(|| crate::vrrp::Vrrp::start(&config.vrrp, |name| vrrp_probe(&upstreams, name)));
         Ok(Runtime {
             config,
             listeners,
@@ -199,6 +204,7 @@ impl Runtime {
             abort,
             tracker,
             workers,
+            vrrp,
         })
     }
 
@@ -240,6 +246,11 @@ impl Runtime {
     /// Stops accepting at once (closing the listening sockets), lets established connections run
     /// for up to `grace`, then closes whatever is left.
     pub async fn shutdown(mut self, grace: Duration) -> ShutdownOutcome {
+        // VRRP first: a MASTER sends priority 0 and removes its VIPs, so the BACKUP takes new
+        // clients after Skew_Time while this node drains.
+        if let Some(vrrp) = self.vrrp.take() {
+            vrrp.shutdown().await;
+        }
         self.stop_accepting.cancel();
         while self.workers.join_next().await.is_some() {}
         self.tracker.close();
@@ -289,9 +300,18 @@ impl Runtime {
         crate::backlog::workers(&self.listeners)
     }
 
-    /// The counters table of [`summary::render`] for this runtime.
+    /// The counters table of [`summary::render`] for this runtime, then the VRRP instances.
     pub fn summary(&self) -> String {
-        summary::render(&self.listeners, &self.upstreams)
+        let mut s = summary::render(&self.listeners, &self.upstreams);
+        if let Some(v) = &self.vrrp {
+            s.push_str(&v.summary());
+        }
+        s
+    }
+
+    /// The VRRP instances, when `[vrrp]` is configured.
+    pub fn vrrp(&self) -> Option<&crate::vrrp::Vrrp> {
+        self.vrrp.as_ref()
     }
 
     /// A closure that renders [`Runtime::summary`] later, even after the runtime was consumed by
@@ -301,4 +321,18 @@ impl Runtime {
         let upstreams = self.upstreams.clone();
         move || summary::render(&listeners, &upstreams)
     }
+}
+
+/// The `track_upstream` check for upstream `name`: it has a server that can take traffic. Until
+/// health checks land this means a server with a weight above 0; the health module replaces the
+/// closure with "a healthy, enabled server".
+fn vrrp_probe(upstreams: &[Arc<Upstream>], name: &str) -> Option<crate::vrrp::UpstreamProbe> {
+    let upstream = Arc::clone(upstreams.iter().find(|u| u.name() == name)?);
+    Some(Arc::new(move || {
+        upstream
+            .snapshot()
+            .servers
+            .iter()
+            .any(|s| s.config.weight > 0)
+    }))
 }
