@@ -129,6 +129,19 @@ impl Netlink {
     /// # Errors
     /// When the dump fails.
     pub fn addresses(&mut self, ifindex: u32) -> io::Result<Vec<IfAddr>> {
+        Ok(self
+            .all_addresses()?
+            .into_iter()
+            .filter(|(i, _)| *i == ifindex)
+            .map(|(_, a)| a)
+            .collect())
+    }
+
+    /// Every address in this network namespace, with its interface index.
+    ///
+    /// # Errors
+    /// When the dump fails.
+    pub fn all_addresses(&mut self) -> io::Result<Vec<(u32, IfAddr)>> {
         let mut out = Vec::new();
         let replies = self.exchange(
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
@@ -138,9 +151,6 @@ impl Netlink {
             let RouteNetlinkMessage::NewAddress(a) = msg else {
                 continue;
             };
-            if a.header.index != ifindex {
-                continue;
-            }
             // IFA_LOCAL is the interface's own address on point-to-point links; IFA_ADDRESS
             // otherwise (IPv6 has only IFA_ADDRESS).
             let local = a.attributes.iter().find_map(|at| match at {
@@ -152,11 +162,14 @@ impl Netlink {
                 _ => None,
             });
             if let Some(addr) = local.or(address) {
-                out.push(IfAddr {
-                    addr,
-                    prefix_len: a.header.prefix_len,
-                    secondary: a.header.flags.contains(AddressHeaderFlags::Secondary),
-                });
+                out.push((
+                    a.header.index,
+                    IfAddr {
+                        addr,
+                        prefix_len: a.header.prefix_len,
+                        secondary: a.header.flags.contains(AddressHeaderFlags::Secondary),
+                    },
+                ));
             }
         }
         Ok(out)

@@ -66,7 +66,10 @@ fn timer_formulas_match_the_rfc_worked_examples() {
     );
     assert_eq!(skew(Version::V3, 90, 10), Duration::from_nanos(64_843_750));
     // v2's skew ignores the interval.
-    assert_eq!(skew(Version::V2, 90, 200), Duration::from_nanos(648_437_500));
+    assert_eq!(
+        skew(Version::V2, 90, 200),
+        Duration::from_nanos(648_437_500)
+    );
 }
 
 #[test]
