@@ -115,6 +115,8 @@ struct Lab {
     /// Netlink sockets opened inside each router's namespace, for fast polling.
     netlink: Vec<(String, Netlink)>,
     stop: Arc<AtomicBool>,
+    /// The virtual address and its prefix length.
+    vip: (IpAddr, u8),
 }
 
 impl Lab {
@@ -129,6 +131,7 @@ impl Lab {
             procs: Vec::new(),
             netlink: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
+            vip: (VIP.parse().expect("vip"), 24),
         };
         let sw = lab.ns("sw");
         sh(&["ip", "netns", "add", &sw]);
@@ -158,6 +161,17 @@ impl Lab {
             ]);
             sh(&["ip", "-n", &sw, "link", "set", &port, "master", "br0", "up"]);
             sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            // No duplicate address detection: the IPv6 link-local address VRRPv3 sends from is
+            // usable as soon as the link is up.
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.eth0.accept_dad=0",
+            ]);
             sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
             sh(&[
                 "ip",
@@ -223,7 +237,7 @@ impl Lab {
 
     /// Whether `node` has the VIP configured.
     fn holds(&mut self, node: &str) -> bool {
-        let vip: IpAddr = VIP.parse().expect("vip");
+        let vip = self.vip.0;
         let nl = &mut self
             .netlink
             .iter_mut()
@@ -266,7 +280,10 @@ impl Lab {
             let ok = if who == "a" { a && !b } else { b && !a };
             if !ok {
                 let logs = self.logs();
-                panic!("expected only {who} to hold {VIP}, got a={a} b={b}\n{logs}");
+                panic!(
+                    "expected only {who} to hold {}, got a={a} b={b}\n{logs}",
+                    self.vip.0
+                );
             }
             thread::sleep(Duration::from_millis(10));
         }
@@ -315,7 +332,8 @@ impl Lab {
         }
         text.push_str(&format!(
             "[vrrp]\n[[vrrp.instance]]\nname = \"VI_51\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
-             priority = {priority}\nvirtual_ipaddress = [\"{VIP}/24\"]\n{instance}\n"
+             priority = {priority}\nvirtual_ipaddress = [\"{}/{}\"]\n{instance}\n",
+            self.vip.0, self.vip.1
         ));
         std::fs::write(&conf, text).expect("write config");
         let log = self.dir.join(format!("{node}-ballast.log"));
@@ -693,4 +711,134 @@ fn ballast_and_keepalived_v2_pass_hand_over_both_ways() {
     assert!(t <= skew(80, advert) + MARGIN, "ballast took {t:?}");
     served_by(&mut lab, "a", Duration::from_secs(2));
     eprintln!("keepalived→ballast v2 PASS 1s: SIGTERM → VIP {t:?}");
+}
+
+#[test]
+fn tracking_moves_the_vip_and_notify_commands_run() {
+    if !can_run(false) {
+        return;
+    }
+    let _g = lock();
+    let advert = Duration::from_millis(100);
+    let mut lab = Lab::new("tr");
+    let flag = lab.dir.join("a-script-fails");
+    let notes = lab.dir.join("a-notify");
+    let fault = lab.dir.join("a-fault");
+    let ns_a = lab.ns("a");
+    // A tracked link of a's own (a veth pair inside a; not every kernel has dummy interfaces).
+    sh(&[
+        "ip", "-n", &ns_a, "link", "add", "trk0", "type", "veth", "peer", "name", "trk1",
+    ]);
+    sh(&["ip", "-n", &ns_a, "link", "set", "trk1", "up"]);
+    sh(&["ip", "-n", &ns_a, "link", "set", "trk0", "up"]);
+    let inst_a = format!(
+        "version = 3\nadvert_int = \"100ms\"\n\
+         track_script = [{{ script = \"test ! -e {}\", interval = \"50ms\", weight = -20 }}]\n\
+         track_interface = [{{ interface = \"trk0\" }}]\n\
+         notify = \"f() {{ echo \\\"$*\\\" >> {}; }}; f\"\n\
+         notify_fault = \"touch {}\"",
+        flag.display(),
+        notes.display(),
+        fault.display()
+    );
+    lab.ballast("a", 100, &inst_a, false);
+    lab.ballast("b", 90, "version = 3\nadvert_int = \"100ms\"", false);
+    lab.until("a holds the VIP alone", PATIENCE, |l| {
+        l.holders() == (true, false)
+    });
+    let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    wait("notify MASTER", PATIENCE, || {
+        read(&notes).contains("INSTANCE VI_51 MASTER 100")
+    });
+
+    // The script fails: a's priority drops to 80, below b's 90, and b preempts.
+    std::fs::write(&flag, b"").expect("flag");
+    let t = lab.until("b preempts a weakened a", PATIENCE, |l| {
+        l.holders() == (false, true)
+    });
+    assert!(t <= mdi(90, advert) + MARGIN, "took {t:?}");
+    wait("notify BACKUP", PATIENCE, || {
+        read(&notes).contains("INSTANCE VI_51 BACKUP 80")
+    });
+
+    // The script recovers: a is back at 100 and preempts b.
+    std::fs::remove_file(&flag).expect("flag");
+    lab.until("a preempts again", PATIENCE, |l| {
+        l.holders() == (true, false)
+    });
+
+    // A tracked interface with weight 0 goes down: FAULT, priority 0 on the wire, b takes over
+    // after its Skew_Time rather than its Master_Down_Interval.
+    sh(&["ip", "-n", &ns_a, "link", "set", "trk0", "down"]);
+    let t = lab.until("b takes over from a faulty a", PATIENCE, |l| {
+        l.holders() == (false, true)
+    });
+    assert!(t <= skew(90, advert) + MARGIN, "took {t:?}");
+    wait("notify_fault ran", PATIENCE, || fault.exists());
+    wait("notify FAULT", PATIENCE, || {
+        read(&notes).contains("INSTANCE VI_51 FAULT")
+    });
+    sh(&["ip", "-n", &ns_a, "link", "set", "trk0", "up"]);
+    lab.until("a recovers and preempts", PATIENCE, |l| {
+        l.holders() == (true, false)
+    });
+}
+
+#[test]
+fn ballast_pair_v3_ipv6_fails_over() {
+    if !can_run(false) {
+        return;
+    }
+    let _g = lock();
+    let advert = Duration::from_millis(100);
+    let mut lab = Lab::new("v6");
+    lab.vip = ("fd77::50".parse().expect("vip"), 64);
+    let inst = "advert_int = \"100ms\"";
+    lab.ballast("a", 100, inst, false);
+    lab.ballast("b", 90, inst, false);
+    lab.until("a holds the IPv6 VIP alone", PATIENCE, |l| {
+        l.holders() == (true, false)
+    });
+    lab.exactly_one_for("a", Duration::from_millis(500));
+    lab.crash("a");
+    lab.port("a", false);
+    let t = lab.until("b takes the IPv6 VIP", PATIENCE, |l| l.holds("b"));
+    assert!(t <= mdi(90, advert) + MARGIN, "failover took {t:?}");
+    eprintln!("ballast↔ballast v3 IPv6 100ms: kill → VIP on backup {t:?}");
+    lab.port("a", true);
+    lab.ballast("a", 100, inst, false);
+    lab.until("a preempts", PATIENCE, |l| l.holders() == (true, false));
+}
+
+#[test]
+fn ballast_and_keepalived_unicast_v3_fail_over() {
+    if !can_run(true) {
+        return;
+    }
+    let _g = lock();
+    let advert = Duration::from_millis(100);
+    let mut lab = Lab::new("u3");
+    let (a, b) = (ip_of("a"), ip_of("b"));
+    let ballast_inst = format!("version = 3\nadvert_int = \"100ms\"\nunicast_peer = [\"{b}\"]");
+    let ka_inst = format!(
+        "    advert_int 0.1\n    unicast_src_ip {b}\n    unicast_peer {{\n        {a}\n    }}"
+    );
+    lab.ballast("a", 100, &ballast_inst, false);
+    lab.keepalived("b", 90, &ka_inst, 3);
+    lab.until("ballast (a) holds the VIP alone", PATIENCE, |l| {
+        l.holders() == (true, false)
+    });
+    // keepalived hears ballast's unicast adverts (pseudo-header checksum over the peer
+    // address), or it would take the VIP after 0.365 s.
+    lab.exactly_one_for("a", Duration::from_millis(800));
+    lab.crash("a");
+    let t = lab.until("keepalived takes over", PATIENCE, |l| l.holds("b"));
+    assert!(t <= mdi(90, advert) + MARGIN, "took {t:?}");
+    // ballast comes back and preempts: it hears keepalived's unicast adverts too.
+    lab.forget_vip("a");
+    lab.ballast("a", 100, &ballast_inst, false);
+    lab.until("ballast preempts", PATIENCE, |l| {
+        l.holders() == (true, false)
+    });
+    lab.exactly_one_for("a", Duration::from_millis(500));
 }

@@ -223,8 +223,10 @@ impl Machine {
     }
 
     fn become_master(&mut self, now: Instant, out: &mut Vec<Action>) {
-        out.push(Action::AddVips);
+        // The advert first (RFC 5798 §6.4.2 order), so the other routers hear of the new Master
+        // before the address work; then the addresses, then their announcement.
         out.push(Action::Send(self.effective_priority()));
+        out.push(Action::AddVips);
         out.push(Action::Announce);
         self.enter(State::Master, Some(now + self.advert_interval()), out);
     }

@@ -87,8 +87,8 @@ fn a_backup_becomes_master_after_master_down_interval_of_silence() {
     assert_eq!(
         m.handle(t0 + mdi, Input::Timer),
         vec![
-            Action::AddVips,
             Action::Send(90),
+            Action::AddVips,
             Action::Announce,
             Action::Became(State::Master)
         ]
