@@ -301,11 +301,9 @@ impl Announcer {
             io::Error::new(io::ErrorKind::NotFound, "interface has no MAC address")
         })?;
         let arp = if vips.iter().any(|v| v.addr.is_ipv4()) {
-            let s = Socket::new(
-                Domain::PACKET,
-                Type::DGRAM,
-                Some(Protocol::from(i32::from(ETH_P_ARP.to_be()))),
-            )?;
+            // Protocol 0: a send-only packet socket (it is given no frames to queue); the
+            // EtherType of each frame comes from the destination address.
+            let s = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))?;
             s.set_nonblocking(true)?;
             Some(s)
         } else {
@@ -317,6 +315,9 @@ impl Announcer {
             s.set_unicast_hops_v6(255)?;
             s.set_multicast_if_v6(ifindex)?;
             s.bind_device(Some(interface.as_bytes()))?;
+            // Send-only: the smallest receive buffer, as nothing ever reads the ICMPv6 traffic
+            // queued to a raw socket.
+            s.set_recv_buffer_size(0)?;
             s.set_nonblocking(true)?;
             Some(s)
         } else {

@@ -197,7 +197,7 @@ impl Vrrp {
             let c = &i.config;
             let _ = write!(
                 out,
-                "vrrp {} vrid {} on {}: {} priority {} (base {}), sent {}, received {}, prio0 received {}, master {}x, backup {}x, fault {}x",
+                "vrrp {} vrid {} on {}: {} priority {} (base {}), sent {}, received {}, prio0 received {}, master {}x, backup {}x, fault {}x, send errors {}, address errors {}",
                 c.name,
                 c.vrid,
                 c.interface,
@@ -210,6 +210,8 @@ impl Vrrp {
                 s.became_master.load(Ordering::Relaxed),
                 s.became_backup.load(Ordering::Relaxed),
                 s.became_fault.load(Ordering::Relaxed),
+                s.send_errors.load(Ordering::Relaxed),
+                s.address_errors.load(Ordering::Relaxed),
             );
             let drops = i.drops();
             if !drops.is_empty() {
@@ -718,4 +720,57 @@ fn spawn_command(cmd: String, args: Vec<String>) {
             Err(_) => tracing::warn!(command = %cmd, "notify command killed after 60 s"),
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn instance(extra: &str) -> VrrpInstanceConfig {
+        let text = format!(
+            "[vrrp]\n[[vrrp.instance]]\nname = \"t\"\ninterface = \"lo\"\nvirtual_router_id = 1\n\
+             virtual_ipaddress = [\"10.0.0.1\"]\n{extra}\n"
+        );
+        match Config::from_str(&text, "t.toml") {
+            Ok(c) => c.vrrp.into_iter().next().expect("one instance"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn scripts(states: &[bool]) -> ScriptStates {
+        ScriptStates {
+            states: states
+                .iter()
+                .map(|s| Arc::new(AtomicBool::new(*s)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn weights_follow_keepalived_rules() {
+        let cfg = instance(
+            "track_interface = [{ interface = \"lo\", weight = 10 }, { interface = \"no-such-if0\", weight = -20 }]\n\
+             track_script = [{ script = \"true\", weight = 5 }, { script = \"false\", weight = -7 }]",
+        );
+        let probes: Vec<(String, UpstreamProbe, i32)> = vec![
+            ("up".into(), Arc::new(|| true), 3),
+            ("down".into(), Arc::new(|| false), -30),
+        ];
+        // lo up +10, missing interface -20, script up +5, script down -7, upstream up +3,
+        // upstream down -30.
+        assert_eq!(track(&cfg, &scripts(&[true, false]), &probes), (-39, false));
+        // A negative weight while up and a positive one while down count nothing.
+        assert_eq!(track(&cfg, &scripts(&[false, true]), &[]), (-10, false));
+    }
+
+    #[test]
+    fn weight_zero_down_and_own_interface_down_are_faults() {
+        let cfg = instance("track_interface = [{ interface = \"no-such-if0\" }]");
+        assert_eq!(track(&cfg, &scripts(&[]), &[]), (0, true));
+        let mut cfg = instance("");
+        assert_eq!(track(&cfg, &scripts(&[]), &[]), (0, false));
+        cfg.interface = "no-such-if0".into();
+        assert_eq!(track(&cfg, &scripts(&[]), &[]), (0, true));
+    }
 }

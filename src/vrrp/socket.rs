@@ -103,6 +103,8 @@ impl VrrpSocket {
         };
         recv.set_nonblocking(true)?;
         send.set_nonblocking(true)?;
+        // The send socket is never read; keep what the kernel queues to it small.
+        send.set_recv_buffer_size(0)?;
         let dests = if multicast {
             vec![match src {
                 IpAddr::V4(_) => IpAddr::V4(GROUP_V4),
