@@ -117,6 +117,8 @@ struct Lab {
     stop: Arc<AtomicBool>,
     /// The virtual address and its prefix length.
     vip: (IpAddr, u8),
+    /// When the last crash, stop or tracked change was caused: takeover times count from here.
+    mark: Instant,
 }
 
 impl Lab {
@@ -132,6 +134,7 @@ impl Lab {
             netlink: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             vip: (VIP.parse().expect("vip"), 24),
+            mark: Instant::now(),
         };
         let sw = lab.ns("sw");
         sh(&["ip", "netns", "add", &sw]);
@@ -270,6 +273,13 @@ impl Lab {
             thread::sleep(Duration::from_millis(2));
         }
         t0.elapsed()
+    }
+
+    /// Waits until `cond`; returns the time since the mark (the crash, stop or change that
+    /// caused the takeover), not since the call.
+    fn takeover(&mut self, what: &str, cond: impl FnMut(&mut Lab) -> bool) -> Duration {
+        self.until(what, PATIENCE, cond);
+        self.mark.elapsed()
     }
 
     /// Asserts that exactly one router holds the VIP, `who`, for the whole of `span`.
@@ -422,6 +432,7 @@ impl Lab {
 
     /// SIGKILL of the node's whole process group (Keepalived's VRRP work is in a child).
     fn crash(&mut self, node: &str) {
+        self.mark = Instant::now();
         let c = self.proc_of(node);
         let pgid = nix::unistd::Pid::from_raw(i32::try_from(c.id()).expect("pid"));
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
@@ -430,6 +441,7 @@ impl Lab {
 
     /// SIGTERM to the node's process group: a clean stop.
     fn stop_clean(&mut self, node: &str) {
+        self.mark = Instant::now();
         let c = self.proc_of(node);
         let pgid = nix::unistd::Pid::from_raw(i32::try_from(c.id()).expect("pid"));
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
@@ -540,7 +552,7 @@ fn ballast_pair_v3_fails_over_on_kill_preempts_back_and_stops_cleanly() {
     // Crash: SIGKILL and the node's link down.
     lab.crash("a");
     lab.port("a", false);
-    let t = lab.until("b takes the VIP", PATIENCE, |l| l.holds("b"));
+    let t = lab.takeover("b takes the VIP", |l| l.holds("b"));
     let limit = mdi(90, advert) + MARGIN;
     assert!(
         t <= limit,
@@ -555,8 +567,9 @@ fn ballast_pair_v3_fails_over_on_kill_preempts_back_and_stops_cleanly() {
 
     // The node comes back (its stale VIP is removed by ballast at start) and preempts.
     lab.port("a", true);
+    lab.mark = Instant::now();
     lab.ballast("a", 100, inst, true);
-    let t = lab.until("a preempts", PATIENCE, |l| l.holders() == (true, false));
+    let t = lab.takeover("a preempts", |l| l.holders() == (true, false));
     assert!(
         t <= mdi(100, advert) + Duration::from_secs(2),
         "preemption took {t:?}"
@@ -589,7 +602,7 @@ fn ballast_pair_v2_pass_clean_stop_hands_over_after_skew_time() {
     });
     lab.exactly_one_for("a", Duration::from_millis(1200));
     lab.stop_clean("a");
-    let t = lab.until("b takes over", PATIENCE, |l| l.holds("b"));
+    let t = lab.takeover("b takes over", |l| l.holds("b"));
     // Skew_Time for priority 90 is 0.648 s; without the priority-0 advert it would take the whole
     // Master_Down_Interval, 3.648 s.
     let limit = skew(90, advert) + MARGIN;
@@ -629,7 +642,7 @@ fn ballast_and_keepalived_v3_fail_over_both_ways() {
     served_by(&mut lab, "a", Duration::from_secs(2));
     lab.crash("a");
     lab.port("a", false);
-    let t = lab.until("keepalived (b) takes over", PATIENCE, |l| l.holds("b"));
+    let t = lab.takeover("keepalived (b) takes over", |l| l.holds("b"));
     assert!(t <= mdi(90, advert) + MARGIN, "keepalived took {t:?}");
     served_by(&mut lab, "b", Duration::from_secs(2));
     eprintln!("ballast→keepalived v3 100ms: kill → VIP {t:?}");
@@ -653,7 +666,7 @@ fn ballast_and_keepalived_v3_fail_over_both_ways() {
     lab.exactly_one_for("a", Duration::from_millis(800));
     lab.crash("a");
     lab.port("a", false);
-    let t = lab.until("ballast (b) takes over", PATIENCE, |l| l.holds("b"));
+    let t = lab.takeover("ballast (b) takes over", |l| l.holds("b"));
     assert!(t <= mdi(90, advert) + MARGIN, "ballast took {t:?}");
     served_by(&mut lab, "b", Duration::from_secs(2));
     eprintln!("keepalived→ballast v3 100ms: kill → VIP {t:?}");
@@ -687,11 +700,9 @@ fn ballast_and_keepalived_v2_pass_hand_over_both_ways() {
     });
     lab.exactly_one_for("a", Duration::from_millis(1500));
     lab.stop_clean("a");
-    let t = lab.until(
-        "keepalived takes over after ballast's priority 0",
-        PATIENCE,
-        |l| l.holds("b"),
-    );
+    let t = lab.takeover("keepalived takes over after ballast's priority 0", |l| {
+        l.holds("b")
+    });
     assert!(t <= skew(90, advert) + MARGIN, "keepalived took {t:?}");
     assert!(!lab.holds("a"));
     served_by(&mut lab, "b", Duration::from_secs(2));
@@ -703,11 +714,9 @@ fn ballast_and_keepalived_v2_pass_hand_over_both_ways() {
     lab.ballast("a", 80, ballast_inst, false);
     lab.exactly_one_for("b", mdi(80, advert) + Duration::from_millis(500));
     lab.stop_clean("b");
-    let t = lab.until(
-        "ballast takes over after keepalived's priority 0",
-        PATIENCE,
-        |l| l.holds("a"),
-    );
+    let t = lab.takeover("ballast takes over after keepalived's priority 0", |l| {
+        l.holds("a")
+    });
     assert!(t <= skew(80, advert) + MARGIN, "ballast took {t:?}");
     served_by(&mut lab, "a", Duration::from_secs(2));
     eprintln!("keepalived→ballast v2 PASS 1s: SIGTERM → VIP {t:?}");
@@ -752,10 +761,9 @@ fn tracking_moves_the_vip_and_notify_commands_run() {
     });
 
     // The script fails: a's priority drops to 80, below b's 90, and b preempts.
+    lab.mark = Instant::now();
     std::fs::write(&flag, b"").expect("flag");
-    let t = lab.until("b preempts a weakened a", PATIENCE, |l| {
-        l.holders() == (false, true)
-    });
+    let t = lab.takeover("b preempts a weakened a", |l| l.holders() == (false, true));
     assert!(t <= mdi(90, advert) + MARGIN, "took {t:?}");
     wait("notify BACKUP", PATIENCE, || {
         read(&notes).contains("INSTANCE VI_51 BACKUP 80")
@@ -769,8 +777,9 @@ fn tracking_moves_the_vip_and_notify_commands_run() {
 
     // A tracked interface with weight 0 goes down: FAULT, priority 0 on the wire, b takes over
     // after its Skew_Time rather than its Master_Down_Interval.
+    lab.mark = Instant::now();
     sh(&["ip", "-n", &ns_a, "link", "set", "trk0", "down"]);
-    let t = lab.until("b takes over from a faulty a", PATIENCE, |l| {
+    let t = lab.takeover("b takes over from a faulty a", |l| {
         l.holders() == (false, true)
     });
     assert!(t <= skew(90, advert) + MARGIN, "took {t:?}");
@@ -802,7 +811,7 @@ fn ballast_pair_v3_ipv6_fails_over() {
     lab.exactly_one_for("a", Duration::from_millis(500));
     lab.crash("a");
     lab.port("a", false);
-    let t = lab.until("b takes the IPv6 VIP", PATIENCE, |l| l.holds("b"));
+    let t = lab.takeover("b takes the IPv6 VIP", |l| l.holds("b"));
     assert!(t <= mdi(90, advert) + MARGIN, "failover took {t:?}");
     eprintln!("ballast↔ballast v3 IPv6 100ms: kill → VIP on backup {t:?}");
     lab.port("a", true);
@@ -832,7 +841,7 @@ fn ballast_and_keepalived_unicast_v3_fail_over() {
     // address), or it would take the VIP after 0.365 s.
     lab.exactly_one_for("a", Duration::from_millis(800));
     lab.crash("a");
-    let t = lab.until("keepalived takes over", PATIENCE, |l| l.holds("b"));
+    let t = lab.takeover("keepalived takes over", |l| l.holds("b"));
     assert!(t <= mdi(90, advert) + MARGIN, "took {t:?}");
     // ballast comes back and preempts: it hears keepalived's unicast adverts too.
     lab.forget_vip("a");
