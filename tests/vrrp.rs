@@ -522,6 +522,39 @@ fn served_by(lab: &mut Lab, who: &str, limit: Duration) -> Duration {
     })
 }
 
+/// Sends three bad VRRPv2 adverts for VRID 51 from the client namespace to 224.0.0.18.
+fn inject_bad_adverts(lab: &Lab) {
+    use ballast::vrrp::packet::{encode, Advert, Auth, Version, GROUP_V4};
+    use socket2::{Domain, Protocol, Socket, Type};
+    let src: IpAddr = ip_of("c").parse().expect("ip");
+    let group = IpAddr::V4(GROUP_V4);
+    let advert = |pass: &str| Advert {
+        version: Version::V2,
+        vrid: 51,
+        priority: 254,
+        interval: 1,
+        addrs: vec![VIP.parse().expect("vip")],
+        auth: Auth::pass(pass),
+    };
+    let wrong_password = encode(&advert("guess"), src, group);
+    let good = encode(&advert("secret"), src, group);
+    let mut bad_checksum = good.clone();
+    bad_checksum[6] ^= 0xff;
+    in_ns(&lab.ns("c"), move || {
+        let s =
+            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).expect("raw socket");
+        s.set_multicast_if_v4(&"10.77.0.100".parse().expect("ip"))
+            .expect("mcast if");
+        let to: SocketAddr = SocketAddr::new(group, 0);
+        s.set_multicast_ttl_v4(255).expect("ttl");
+        s.send_to(&wrong_password, &to.into()).expect("send");
+        s.send_to(&bad_checksum, &to.into()).expect("send");
+        // A correct advert, but from beyond a router.
+        s.set_multicast_ttl_v4(64).expect("ttl");
+        s.send_to(&good, &to.into()).expect("send");
+    });
+}
+
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -601,6 +634,23 @@ fn ballast_pair_v2_pass_clean_stop_hands_over_after_skew_time() {
         l.holders() == (true, false)
     });
     lab.exactly_one_for("a", Duration::from_millis(1200));
+
+    // Hostile adverts from the client's namespace, each claiming priority 254: a wrong password,
+    // a TTL that is not 255, a broken checksum. All are dropped and counted, none moves the VIP.
+    inject_bad_adverts(&lab);
+    lab.exactly_one_for("a", Duration::from_millis(500));
+    let log = lab.dir.join("a-ballast.log");
+    let read = move || std::fs::read_to_string(&log).unwrap_or_default();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(lab.proc_of("a").id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).expect("SIGUSR1");
+    wait("drop counters in the SIGUSR1 table", PATIENCE, || {
+        read().contains("dropped ttl=1 checksum=1 auth_password=1")
+    });
+    assert!(
+        read().contains("reason=\"auth_password\""),
+        "the first drop of a kind is logged"
+    );
+
     lab.stop_clean("a");
     let t = lab.takeover("b takes over", |l| l.holds("b"));
     // Skew_Time for priority 90 is 0.648 s; without the priority-0 advert it would take the whole
