@@ -307,7 +307,7 @@ impl Lab {
                 &self.ns(node),
                 "addr",
                 "del",
-                &format!("{VIP}/24"),
+                &format!("{}/{}", self.vip.0, self.vip.1),
                 "dev",
                 "eth0",
             ])
@@ -372,7 +372,9 @@ impl Lab {
             format!(
                 "global_defs {{\n    router_id {node}\n    vrrp_version {version}\n}}\n\
                  vrrp_instance VI_51 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n\
-                 priority {priority}\n{instance}\n    virtual_ipaddress {{\n        {VIP}/24 dev eth0\n    }}\n}}\n"
+                 priority {priority}\n{instance}\n    virtual_ipaddress {{\n        {}/{} dev eth0\n    }}\n}}\n",
+                self.vip.0,
+                self.vip.1
             ),
         )
         .expect("write keepalived.conf");
@@ -897,6 +899,37 @@ fn ballast_and_keepalived_unicast_v3_fail_over() {
     lab.forget_vip("a");
     lab.ballast("a", 100, &ballast_inst, false);
     lab.until("ballast preempts", PATIENCE, |l| {
+        l.holders() == (true, false)
+    });
+    lab.exactly_one_for("a", Duration::from_millis(500));
+}
+
+#[test]
+fn ballast_and_keepalived_v3_ipv6_fail_over() {
+    if !can_run(true) {
+        return;
+    }
+    let _g = lock();
+    let advert = Duration::from_millis(100);
+    let mut lab = Lab::new("k6");
+    lab.vip = ("fd77::50".parse().expect("vip"), 64);
+    let ballast_inst = "advert_int = \"100ms\"";
+    let ka_inst = "    advert_int 0.1";
+    lab.ballast("a", 100, ballast_inst, false);
+    lab.keepalived("b", 90, ka_inst, 3);
+    lab.until("ballast (a) holds the IPv6 VIP alone", PATIENCE, |l| {
+        l.holders() == (true, false)
+    });
+    // keepalived checks ballast's IPv6 pseudo-header checksum, or it would take the VIP too.
+    lab.exactly_one_for("a", Duration::from_millis(800));
+    lab.crash("a");
+    lab.port("a", false);
+    let t = lab.takeover("keepalived takes the IPv6 VIP", |l| l.holds("b"));
+    assert!(t <= mdi(90, advert) + MARGIN, "took {t:?}");
+    eprintln!("ballast→keepalived v3 IPv6 100ms: kill → VIP {t:?}");
+    lab.port("a", true);
+    lab.ballast("a", 100, ballast_inst, false);
+    lab.until("ballast preempts keepalived over IPv6", PATIENCE, |l| {
         l.holders() == (true, false)
     });
     lab.exactly_one_for("a", Duration::from_millis(500));
