@@ -17,6 +17,7 @@
 //! | [`tls`] | certificates and key files, SNI selection, ALPN, server verification: rustls configs for both sides |
 //! | [`backlog`] | accept queues made visible: listening sockets via sock_diag, somaxconn and listen counters, advice (`ballast backlog`) |
 //! | [`runtime`] | start-up, signals, graceful shutdown, the counters table |
+//! | [`vrrp`] | high availability: VRRP v2/v3 instances, Keepalived-compatible; VIPs, GARP, tracking, notify |
 //! | [`demo`] | the embedded default configuration and demo backends behind `ballast demo` |
 //! | [`cli`] | the command line |
 
@@ -32,3 +33,4 @@ pub mod runtime;
 pub mod scheduler;
 pub mod tls;
 pub mod upstream;
+pub mod vrrp;

@@ -26,6 +26,8 @@ pub use crate::tls::{CertSource, ServerVerification};
 pub mod defaults;
 mod toml;
 mod validate;
+pub mod vrrp;
+pub use vrrp::{VrrpInstanceConfig, VrrpVersion};
 
 #[cfg(test)]
 mod tests;
@@ -44,6 +46,8 @@ pub struct Config {
     /// Upstream groups (`[[upstream]]`), in file order. Names are unique, and every listener's
     /// `upstream` names one of them.
     pub upstreams: Vec<UpstreamConfig>,
+    /// VRRP instances (`[[vrrp.instance]]`), in file order; empty when there is no `[vrrp]`.
+    pub vrrp: Vec<VrrpInstanceConfig>,
 }
 
 /// Process-wide settings: the `[global]` table.

@@ -120,7 +120,7 @@ t!(
 t!(
     unknown_top_level_table,
     concat!("[listeners]\n", upstream!()),
-    ["ballast.toml:1:2: listeners: unknown key; allowed: global, listener, upstream; did you mean listener?"]
+    ["ballast.toml:1:2: listeners: unknown key; allowed: global, listener, upstream, vrrp; did you mean listener?"]
 );
 
 t!(
@@ -528,6 +528,7 @@ fn complete_file_builds_the_expected_model() {
             },
             connections: ConnectionLimit::UNLIMITED,
         }],
+        vrrp: Vec::new(),
         upstreams: vec![UpstreamConfig {
             name: "web".to_owned(),
             scheduler: SchedulerKind::Maglev,

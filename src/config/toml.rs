@@ -32,6 +32,10 @@ use serde::Deserialize;
 
 use super::validate::{Diagnostic, Source};
 
+#[path = "toml_vrrp.rs"]
+mod vrrp;
+pub(crate) use vrrp::*;
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +49,8 @@ pub(crate) struct ConfigToml {
     /// `[[upstream]]` tables, in file order.
     #[serde(default)]
     pub(crate) upstream: Vec<Spanned<UpstreamToml>>,
+    /// `[vrrp]`, optional: VRRP instances.
+    pub(crate) vrrp: Option<Spanned<VrrpToml>>,
 }
 
 /// `[global]`.

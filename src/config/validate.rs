@@ -50,6 +50,8 @@ mod http;
 mod limits;
 #[path = "validate_persistence.rs"]
 mod persistence;
+#[path = "validate_vrrp.rs"]
+mod vrrp;
 
 /// One problem found in a configuration file, with where it is and what would be accepted.
 ///
@@ -159,6 +161,7 @@ pub(crate) fn validate(raw: &ConfigToml, src: &Source<'_>) -> Result<Config, Vec
         .map(|(i, u)| v.upstream(i, u))
         .collect();
     v.cross_check(raw);
+    let vrrp = v.vrrp(raw);
 
     if v.diags.is_empty() {
         Ok(Config {
@@ -166,6 +169,7 @@ pub(crate) fn validate(raw: &ConfigToml, src: &Source<'_>) -> Result<Config, Vec
             global,
             listeners,
             upstreams,
+            vrrp,
         })
     } else {
         let mut diags = v.diags;
@@ -456,7 +460,8 @@ impl Validator<'_, '_> {
     /// Rules that span tables: unique names, listeners naming a defined upstream, distinct bind
     /// addresses, distinct servers within an upstream, at least one listener.
     fn cross_check(&mut self, raw: &ConfigToml) {
-        if raw.listener.is_empty() {
+        // A node that only runs VRRP (the service is another program) needs no listener.
+        if raw.listener.is_empty() && raw.vrrp.is_none() {
             self.error(
                 0,
                 "listener",

@@ -140,6 +140,7 @@ fn probe_free(addr: SocketAddr) -> io::Result<()> {
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    set_freebind(&socket, addr)?;
     socket.bind(&addr.into())?;
     Ok(())
 }
@@ -156,6 +157,7 @@ fn listen_socket(addr: SocketAddr, config: &ListenerConfig) -> io::Result<std::n
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
+    set_freebind(&socket, addr)?;
     socket.set_tcp_nodelay(config.tcp_nodelay)?;
     if let Some(idle) = config.tcp_keepalive {
         socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
@@ -164,6 +166,17 @@ fn listen_socket(addr: SocketAddr, config: &ListenerConfig) -> io::Result<std::n
     // listen(2) takes an int; the configured range (≤ 65535) always fits.
     socket.listen(i32::try_from(config.backlog).unwrap_or(i32::MAX))?;
     Ok(socket.into())
+}
+
+/// IP_FREEBIND: bind to an address this host does not have (yet), such as a VRRP virtual
+/// address held by the other node; traffic arrives once the address is added here. No need for
+/// `net.ipv4.ip_nonlocal_bind`.
+fn set_freebind(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    if addr.is_ipv4() {
+        socket.set_freebind_v4(true)
+    } else {
+        socket.set_freebind_v6(true)
+    }
 }
 
 /// Applies the per-connection options to a socket ballast connected (accepted sockets inherit

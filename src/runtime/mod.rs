@@ -98,6 +98,8 @@ pub struct Runtime {
     /// The health checker tasks (aborted if the runtime is dropped without a shutdown).
     checkers: Option<crate::health::Checkers>,
     global_limit: Arc<Gate>,
+    /// VRRP instances, when `[vrrp]` is configured.
+    vrrp: Option<crate::vrrp::Vrrp>,
 }
 
 impl Runtime {
@@ -212,6 +214,9 @@ impl Runtime {
             );
             listeners.push(listener);
         }
+        // VRRP last: listeners bound to a VIP already listen (IP_FREEBIND) when it arrives.
+        let vrrp = (!config.vrrp.is_empty())
+            .then(|| crate::vrrp::Vrrp::start(&config.vrrp, |name| vrrp_probe(&upstreams, name)));
         Ok(Runtime {
             config,
             listeners,
@@ -223,6 +228,7 @@ impl Runtime {
             stop_checks,
             checkers: Some(checkers),
             global_limit,
+            vrrp,
         })
     }
 
@@ -264,6 +270,11 @@ impl Runtime {
     /// Stops accepting at once (closing the listening sockets), lets established connections run
     /// for up to `grace`, then closes whatever is left.
     pub async fn shutdown(mut self, grace: Duration) -> ShutdownOutcome {
+        // VRRP first: a MASTER sends priority 0 and removes its VIPs, so the BACKUP takes new
+        // clients after Skew_Time while this node drains.
+        if let Some(vrrp) = self.vrrp.take() {
+            vrrp.shutdown().await;
+        }
         self.stop_accepting.cancel();
         self.stop_checks.cancel();
         if let Some(checkers) = self.checkers.take() {
@@ -318,11 +329,20 @@ impl Runtime {
     }
 
     /// The counters table of [`summary::render`] for this runtime, then the connection limits
-    /// and refusals ([`summary::render_limits`]).
+    /// and refusals ([`summary::render_limits`]), then the VRRP instances.
     pub fn summary(&self) -> String {
         let queues = self.accept_queues().ok();
-        summary::render(&self.listeners, &self.upstreams)
-            + &summary::render_limits(&self.global_limit, &self.listeners, queues.as_deref())
+        let mut s = summary::render(&self.listeners, &self.upstreams)
+            + &summary::render_limits(&self.global_limit, &self.listeners, queues.as_deref());
+        if let Some(v) = &self.vrrp {
+            s.push_str(&v.summary());
+        }
+        s
+    }
+
+    /// The VRRP instances, when `[vrrp]` is configured.
+    pub fn vrrp(&self) -> Option<&crate::vrrp::Vrrp> {
+        self.vrrp.as_ref()
     }
 
     /// A closure that renders [`Runtime::summary`] later, even after the runtime was consumed by
@@ -352,4 +372,18 @@ fn global_gate(config: &Config) -> Gate {
     let mut limit = config.global.connections;
     limit.max = nofile::budget(config, hard).max_connections;
     Gate::new(limit)
+}
+
+/// The `track_upstream` check for upstream `name`: it has a server that can take traffic (up by
+/// its health checks, neither draining nor disabled, weight above 0); the sorry server does not
+/// count.
+fn vrrp_probe(upstreams: &[Arc<Upstream>], name: &str) -> Option<crate::vrrp::UpstreamProbe> {
+    let upstream = Arc::clone(upstreams.iter().find(|u| u.name() == name)?);
+    Some(Arc::new(move || {
+        upstream
+            .snapshot()
+            .servers
+            .iter()
+            .any(|s| !s.sorry && s.is_usable() && s.config.weight > 0)
+    }))
 }
