@@ -74,6 +74,8 @@ impl Worker {
                         Protocol::Http | Protocol::Https => {
                             self.tracker.spawn(http::serve(stream, peer, route, abort))
                         }
+                        // UDP listeners have no accept loop (see proxy::udp).
+                        Protocol::Udp => continue,
                     };
                 }
                 Err(e) if is_client_gone(&e) => {}

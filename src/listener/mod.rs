@@ -98,4 +98,6 @@ pub struct Listener {
     /// the kernel's sock_diag view of each accept queue can be matched to its worker
     /// ([`crate::backlog::workers`]).
     pub worker_inodes: Box<[u64]>,
+    /// The UDP counters of a `protocol = "udp"` listener; `None` for the others.
+    pub udp: Option<std::sync::Arc<crate::proxy::udp::UdpStats>>,
 }
