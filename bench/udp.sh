@@ -5,6 +5,8 @@
 #   ballast-r1     the same with responses = 1: every request is a new flow (DNS style)
 #   nginx          nginx stream `listen … udp`, proxy_timeout 10m: one session per client
 #   nginx-r1       the same with proxy_responses 1: every request is a new session
+#   alt, alt-r1    as ballast and ballast-r1, run with the binary $BALLAST_ALT (another build, to
+#                  compare two versions in one run: SYSTEMS="ballast alt" BALLAST_ALT=/tmp/old)
 # FLOWS clients (one socket each) run request/response in lockstep for DURATION seconds,
 # REPS times per system, interleaved (ABC CBA). Pinned like the shared rig: the proxy on CPU 0
 # (PROXY_CPUS), load generator and echo servers on CPU 1 (LOAD_CPUS). One proxy thread/worker.
@@ -105,12 +107,14 @@ start_proxy() {  # $1 system; sets proxy_pid (empty for direct)
   case $1 in
     direct) return ;;
     ballast) ballast_conf "" >"$tmp/b.toml" ;;
-    ballast-r1) ballast_conf "responses = 1" >"$tmp/b.toml" ;;
+    ballast-r1 | alt-r1) ballast_conf "responses = 1" >"$tmp/b.toml" ;;
+    alt) ballast_conf "" >"$tmp/b.toml" ;;
     nginx) nginx_conf "" >"$tmp/n.conf" ;;
     nginx-r1) nginx_conf "proxy_responses 1;" >"$tmp/n.conf" ;;
   esac
   case $1 in
     ballast*) taskset -c "$PROXY_CPUS" "$bin/ballast" run -c "$tmp/b.toml" 2>>"$tmp/ballast.err" & ;;
+    alt*) taskset -c "$PROXY_CPUS" "${BALLAST_ALT:?set BALLAST_ALT}" run -c "$tmp/b.toml" 2>>"$tmp/ballast.err" & ;;
     nginx*) taskset -c "$PROXY_CPUS" nginx -p "$tmp" -e "$tmp/nginx.err" -c "$tmp/n.conf" -g 'daemon off;' & ;;
   esac
   proxy_pid=$!

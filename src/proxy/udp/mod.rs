@@ -39,10 +39,22 @@
 //! counted, `stopping`) and keeps relaying for the flows it has until they end or the grace period
 //! does; it then closes its socket.
 //!
+//! # Batching
+//! A worker reads its socket with recvmmsg(2), up to 32 datagrams per call (`batch.rs`). With
+//! `bench/udp.sh` (64 clients in request/response lockstep, one worker pinned to one CPU) a call
+//! took about 20 datagrams on average, replacing 20 recvfrom(2) calls, and the proxy's CPU per
+//! request went from 1.05 to 1.00 s per 100k requests (throughput moved within the box's noise).
+//! What is left per request is two sends (to the server, to the client; on loopback each also
+//! pays for the receiver's network stack), one read of the server's answer and the read that
+//! finds its socket empty. sendmmsg(2) does not fit: each flow sends on its own socket, and
+//! answers go to different clients from different tasks. UDP GRO/GSO do not either: they merge or
+//! split runs of datagrams of *one* flow, and a request/response flow has one in flight.
+//!
 //! # Costs
 //! A flow is a socket (a file descriptor: `max_flows` must fit under `ulimit -n`), a hash-table
 //! entry and a small task asleep until its server answers; no buffer of its own. Datagrams are
-//! read into one 64 KiB buffer per worker and replies into one per runtime thread.
+//! read into 32 buffers of 64 KiB per worker (only the pages datagrams are written to are ever
+//! touched) and replies into one 64 KiB buffer per runtime thread.
 //!
 //! [`Upstream::select`]: crate::upstream::Upstream::select
 
@@ -59,6 +71,7 @@ use crate::config::ListenerConfig;
 use crate::listener::{Listener, ListenerError, ListenerStats};
 use crate::upstream::Upstream;
 
+mod batch;
 mod flows;
 mod worker;
 

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::batch::Batch;
 use super::flows::{FlowTable, Recency};
 use super::{UdpStats, MAX_DATAGRAM};
 use crate::health::now_ms;
@@ -98,7 +100,7 @@ impl Worker {
         let timeout_ms = u64::try_from(cfg.timeout.as_millis()).unwrap_or(u64::MAX);
         let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<Closed>();
         let mut table: FlowTable<Flow> = FlowTable::new();
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut batch = Batch::new();
         let period = (cfg.timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut sweep = tokio::time::interval(period);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -120,15 +122,28 @@ impl Worker {
                         self.listener.stats.idle_timeouts.fetch_add(n as u64, Ordering::Relaxed);
                     }
                 }
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, client)) => {
-                        let data = buf.get(..n).unwrap_or_default();
-                        self.datagram(&mut table, client, data, stopping, &mut next_id, &closed_tx);
+                r = self.socket.readable() => {
+                    if r.is_err() {
+                        break;
                     }
-                    Err(e) => {
-                        tracing::debug!(listener = %self.listener.config.name, error = %e, "udp receive failed");
+                    // Until the queue is empty (WouldBlock clears the readiness), a batch at a time.
+                    loop {
+                        let fd = self.socket.as_raw_fd();
+                        let n = match self.socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+                            Ok(n) => n,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                tracing::debug!(listener = %self.listener.config.name, error = %e, "udp receive failed");
+                                break;
+                            }
+                        };
+                        for i in 0..n {
+                            if let Some((data, Some(client))) = batch.get(i) {
+                                self.datagram(&mut table, client, data, stopping, &mut next_id, &closed_tx);
+                            }
+                        }
                     }
-                },
+                }
             }
             if stopping && table.is_empty() {
                 break;
