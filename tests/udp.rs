@@ -281,6 +281,41 @@ async fn responses_1_spreads_one_clients_queries_over_servers() {
 }
 
 #[tokio::test]
+async fn persistence_keeps_a_clients_new_flows_on_its_server() {
+    let s = [UdpServer::start("a").await, UdpServer::start("b").await];
+    let addrs: Vec<SocketAddr> = s.iter().map(|s| s.addr).collect();
+    let rt = start(&config(
+        "rr",
+        &addrs,
+        "responses = 1",
+        "persistence_timeout = \"10s\"",
+    ))
+    .await;
+    // Two clients on one address (127.0.0.1), different ports: one client for persistence.
+    let (one, two) = (client().await, client().await);
+    let first = ask(&one, addr(&rt), "q0").await;
+    for i in 1..6 {
+        let c = if i % 2 == 0 { &one } else { &two };
+        assert_eq!(
+            ask(c, addr(&rt), &format!("q{i}")).await,
+            first,
+            "every flow of 127.0.0.1 goes to {first}"
+        );
+    }
+    assert_eq!(flows_made(&rt), 6, "responses = 1: six flows");
+    let p = rt
+        .upstream("u")
+        .expect("u")
+        .persistence
+        .as_ref()
+        .expect("persistence")
+        .stats
+        .hits
+        .load(Ordering::SeqCst);
+    assert_eq!(p, 5);
+}
+
+#[tokio::test]
 async fn a_full_table_evicts_the_least_recently_used_flow() {
     let s = UdpServer::start("a").await;
     let rt = start(&config("rr", &[s.addr], "workers = 1\nmax_flows = 2", "")).await;
