@@ -13,7 +13,7 @@
 //! | [`persistence`] | client → server memory with an idle timeout (Keepalived `persistence_timeout`, `ipvsadm -p`) |
 //! | [`health`] | active and passive checks, rise/fall, slow start, operator states, state-change logs and notify commands |
 //! | [`listener`] | listening sockets (backlog, SO_REUSEPORT workers), accept loops, connection limits that pause accepting, listener counters and refusals |
-//! | [`proxy`] | the data path: TCP proxy with retries, the bidirectional relay, the HTTP reverse proxy, the PROXY protocol codec |
+//! | [`proxy`] | the data path: TCP proxy with retries, the bidirectional relay, the HTTP reverse proxy, UDP flows, the PROXY protocol codec |
 //! | [`tls`] | certificates and key files, SNI selection, ALPN, server verification: rustls configs for both sides |
 //! | [`backlog`] | accept queues made visible: listening sockets via sock_diag, somaxconn and listen counters, advice (`ballast backlog`) |
 //! | [`runtime`] | start-up, signals, graceful shutdown, the counters table |

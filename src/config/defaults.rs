@@ -121,3 +121,16 @@ pub const MAX_CONNECTIONS_MAX: u64 = 10_000_000;
 pub const MAX_CONNECTIONS_DERIVED_CAP: u64 = 262_144;
 /// `resume_at`: 100 % = resume accepting as soon as one connection ends (HAProxy's behaviour).
 pub const RESUME_AT: u8 = 100;
+
+/// `listener.udp_timeout`: 300 s, IPVS's UDP timeout (`ipvsadm --set`). nginx's `proxy_timeout`
+/// (10 min) would keep a server socket per client twice as long for traffic that rarely needs it;
+/// request/response protocols such as DNS should set `responses` instead.
+pub const UDP_TIMEOUT: Duration = Duration::from_secs(300);
+/// `listener.max_flows`: flows per UDP listener (each holds one socket).
+pub const MAX_FLOWS: usize = 65536;
+/// Largest `listener.max_flows` accepted.
+pub const MAX_FLOWS_MAX: usize = 4_194_304;
+/// Largest `listener.responses` accepted.
+pub const RESPONSES_MAX: u32 = 1_000_000;
+/// `health_check.query_name` (dns): the root, which every resolver can answer.
+pub const CHECK_QUERY_NAME: &str = ".";

@@ -25,9 +25,12 @@ pub use crate::tls::{CertSource, ServerVerification};
 
 pub mod defaults;
 mod toml;
+mod udp;
 mod validate;
 pub mod vrrp;
 pub use vrrp::{VrrpInstanceConfig, VrrpVersion};
+
+pub use udp::{UdpCheckConfig, UdpListenerConfig};
 
 #[cfg(test)]
 mod tests;
@@ -120,6 +123,9 @@ pub enum Protocol {
     Http,
     /// As `Http`, behind TLS termination: certificates chosen by SNI, ALPN `h2` and `http/1.1`.
     Https,
+    /// UDP datagrams: each client address is a flow with its own server (LVS `-u`, nginx
+    /// `listen … udp`). See [`crate::proxy::udp`].
+    Udp,
 }
 
 impl Protocol {
@@ -129,6 +135,7 @@ impl Protocol {
             Protocol::Tcp => "tcp",
             Protocol::Http => "http",
             Protocol::Https => "https",
+            Protocol::Udp => "udp",
         }
     }
 
@@ -235,6 +242,8 @@ pub struct ListenerConfig {
     /// `max_connections` and `resume_at`: the most client connections this listener keeps open
     /// at once (HAProxy `bind … maxconn` / frontend `maxconn`). Default: no limit.
     pub connections: ConnectionLimit,
+    /// UDP flow settings (UDP listeners only; defaults otherwise).
+    pub udp: UdpListenerConfig,
 }
 
 /// One `[[upstream]]`: a group of servers behind one scheduler (nginx `upstream`, LVS real servers).
@@ -354,6 +363,8 @@ pub struct HealthCheckConfig {
     pub port: Option<u16>,
     /// What an `http` check sends and expects (defaults when the kind is not `http`).
     pub http: HttpCheckConfig,
+    /// What a `udp` or `dns` check sends and expects (defaults otherwise).
+    pub udp: UdpCheckConfig,
 }
 
 /// What a check does.
@@ -367,6 +378,12 @@ pub enum CheckKind {
     Http,
     /// `tls`: a TLS handshake completes within `timeout`.
     Tls,
+    /// `udp`: a datagram (`send`) is answered within `timeout`, the answer containing `expect`
+    /// (Keepalived `UDP_CHECK` with `require_reply`).
+    Udp,
+    /// `dns`: a DNS query for `query_name` gets a well-formed answer with the same id
+    /// (Keepalived `DNS_CHECK`).
+    Dns,
 }
 
 impl CheckKind {
@@ -376,6 +393,8 @@ impl CheckKind {
             CheckKind::Tcp => "tcp",
             CheckKind::Http => "http",
             CheckKind::Tls => "tls",
+            CheckKind::Udp => "udp",
+            CheckKind::Dns => "dns",
         }
     }
 }

@@ -82,8 +82,8 @@ t!(
     ["ballast.toml:5:1: listener[0].bakclog: unknown key; allowed: name, bind, protocol, upstream, \
       backlog, workers, tcp_nodelay, tcp_keepalive, idle_timeout, buffer_size, splice, \
       accept_proxy, certificate, route, header_timeout, forwarded, via, body_timeout, \
-      max_header_size, max_headers, max_body_size, request_id_header, max_connections, resume_at; \
-      did you mean backlog?"]
+      max_header_size, max_headers, max_body_size, request_id_header, max_connections, resume_at, udp_timeout, max_flows, \
+      responses; did you mean backlog?"]
 );
 
 t!(
@@ -300,7 +300,7 @@ t!(
     concat!(
         "[global]\nlog_level = \"warning\"\nlog_format = \"yaml\"\n",
         listener!(),
-        "protocol = \"udp\"\n",
+        "protocol = \"sctp\"\n",
         upstream!(),
         "[[upstream]]\nname = \"api\"\nscheduler = \"least\"\nserver = [ { address = \"10.0.0.2:80\" } ]\n",
     ),
@@ -308,8 +308,8 @@ t!(
         "ballast.toml:2:13: global.log_level: \"warning\" is not a log level; allowed: off, error, warn, \
          info, debug, trace, or directives such as \"info,ballast=debug\"",
         "ballast.toml:3:14: global.log_format: \"yaml\" is not a log format; allowed: text, json",
-        "ballast.toml:8:12: listener[0].protocol: \"udp\" is not a supported protocol; allowed: tcp, \
-         http, https (udp is planned)",
+        "ballast.toml:8:12: listener[0].protocol: \"sctp\" is not a supported protocol; allowed: tcp, \
+         http, https, udp",
         "ballast.toml:15:13: upstream[1].scheduler: \"least\" is not a scheduler; allowed: rr, wrr, lc, \
          wlc, sh, dh, mh, random, p2c",
     ]
@@ -527,6 +527,7 @@ fn complete_file_builds_the_expected_model() {
                 request_id_header: defaults::REQUEST_ID_HEADER.to_owned(),
             },
             connections: ConnectionLimit::UNLIMITED,
+            udp: crate::config::UdpListenerConfig::default(),
         }],
         vrrp: Vec::new(),
         upstreams: vec![UpstreamConfig {
@@ -1000,6 +1001,10 @@ fn health_keys_build_the_model() {
                     expect_status: vec![200, 204],
                     expect_body: Some("ok".to_owned()),
                 },
+                udp: crate::config::UdpCheckConfig {
+                    query_name: ".".to_owned(),
+                    ..Default::default()
+                },
             }),
             passive: Some(PassiveConfig {
                 max_fails: 5,
@@ -1045,7 +1050,7 @@ t!(
     health_check_unknown_key_names_its_table,
     concat!(listener!(), upstream!(), "[upstream.health_check]\nintervall = \"1s\"\n"),
     ["ballast.toml:10:1: upstream[0].health_check.intervall: unknown key; allowed: type, interval, \
-      fast_interval, timeout, rise, fall, port, path, host, expect_status, expect_body; did you mean interval?"]
+      fast_interval, timeout, rise, fall, port, path, host, expect_status, expect_body, send, expect, query_name; did you mean interval?"]
 );
 
 t!(
@@ -1064,7 +1069,7 @@ t!(
          IP:port, such as \"0.0.0.0:80\" or \"[::]:443\"",
         "ballast.toml:10:13: upstream[0].notify_up: an empty command; give a shell command such as \
          \"/etc/ballast/notify.sh\", or remove the key",
-        "ballast.toml:12:8: upstream[0].health_check.type: \"icmp\" is not a check type; allowed: tcp, http, tls",
+        "ballast.toml:12:8: upstream[0].health_check.type: \"icmp\" is not a check type; allowed: tcp, http, tls, udp, dns",
         "ballast.toml:13:12: upstream[0].health_check.interval: \"1ms\" is out of range; allowed: 10ms..=1h",
         "ballast.toml:14:8: upstream[0].health_check.rise: 0 is out of range; allowed: 1..=1000",
         "ballast.toml:15:8: upstream[0].health_check.fall: 1001 is out of range; allowed: 1..=1000",

@@ -125,6 +125,12 @@ pub(crate) struct ListenerToml {
     pub(crate) max_connections: Option<Spanned<i64>>,
     /// `resume_at`: percent of `max_connections` at which accepting resumes.
     pub(crate) resume_at: Option<Spanned<i64>>,
+    /// `udp_timeout`: a duration (UDP).
+    pub(crate) udp_timeout: Option<Spanned<DurationToml>>,
+    /// `max_flows`: flow table size (UDP).
+    pub(crate) max_flows: Option<Spanned<i64>>,
+    /// `responses`: replies after which a flow closes (UDP).
+    pub(crate) responses: Option<Spanned<i64>>,
 }
 
 /// One `[[listener.certificate]]`.
@@ -276,6 +282,12 @@ pub(crate) struct HealthCheckToml {
     pub(crate) expect_status: Option<Spanned<Vec<Spanned<i64>>>>,
     /// `expect_body` (http).
     pub(crate) expect_body: Option<Spanned<String>>,
+    /// `send` (udp): the payload, `\xHH` escapes allowed.
+    pub(crate) send: Option<Spanned<String>>,
+    /// `expect` (udp): a substring of the reply.
+    pub(crate) expect: Option<Spanned<String>>,
+    /// `query_name` (dns).
+    pub(crate) query_name: Option<Spanned<String>>,
 }
 
 /// A TOML value that is either a string or an integer, kept as written so the validator can say

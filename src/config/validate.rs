@@ -50,6 +50,8 @@ mod http;
 mod limits;
 #[path = "validate_persistence.rs"]
 mod persistence;
+#[path = "validate_udp.rs"]
+mod udp;
 #[path = "validate_vrrp.rs"]
 mod vrrp;
 
@@ -162,6 +164,7 @@ pub(crate) fn validate(raw: &ConfigToml, src: &Source<'_>) -> Result<Config, Vec
         .collect();
     v.cross_check(raw);
     let vrrp = v.vrrp(raw);
+    v.udp_cross_check(raw);
 
     if v.diags.is_empty() {
         Ok(Config {
@@ -256,8 +259,9 @@ impl Validator<'_, '_> {
                 ("tcp", Protocol::Tcp),
                 ("http", Protocol::Http),
                 ("https", Protocol::Https),
+                ("udp", Protocol::Udp),
             ],
-            " (udp is planned)",
+            "",
             Protocol::Tcp,
         );
         let upstream = self
@@ -301,6 +305,7 @@ impl Validator<'_, '_> {
         let (routes, http) = self.listener_http(&base, l, protocol.is_http());
         let certificates = self.certificates(&base, at, l, protocol == Protocol::Https);
         let accept_proxy = self.accept_proxy(&base, l);
+        let udp = self.listener_udp(&base, at, l, protocol == Protocol::Udp);
 
         ListenerConfig {
             name,
@@ -322,6 +327,7 @@ impl Validator<'_, '_> {
             routes,
             http,
             connections: self.listener_limit(&base, l),
+            udp,
         }
     }
 
@@ -488,7 +494,8 @@ impl Validator<'_, '_> {
             let quoted: Vec<String> = defined.iter().map(|n| format!("{n:?}")).collect();
             format!("defined upstreams: {}", quoted.join(", "))
         };
-        let mut binds: HashMap<SocketAddr, usize> = HashMap::new();
+        // A TCP and a UDP listener may share an address (DNS serves both); keyed by both.
+        let mut binds: HashMap<(SocketAddr, bool), usize> = HashMap::new();
         for (i, l) in raw.listener.iter().enumerate() {
             let l = l.get_ref();
             for (r, route) in l.route.iter().enumerate() {
@@ -516,7 +523,8 @@ impl Validator<'_, '_> {
             if addr.port() == 0 {
                 continue;
             }
-            if let Some(first) = binds.get(&addr) {
+            let udp = l.protocol.as_ref().is_some_and(|p| p.get_ref() == "udp");
+            if let Some(first) = binds.get(&(addr, udp)) {
                 let message = format!(
                     "{addr} is already the bind address of listener[{first}] (line {}); \
                      two listeners cannot share an address",
@@ -528,7 +536,7 @@ impl Validator<'_, '_> {
                 );
                 self.error(bind.span().start, &format!("listener[{i}].bind"), message);
             } else {
-                binds.insert(addr, i);
+                binds.insert((addr, udp), i);
             }
         }
 

@@ -103,6 +103,8 @@ impl Validator<'_, '_> {
                 ("tcp", CheckKind::Tcp),
                 ("http", CheckKind::Http),
                 ("tls", CheckKind::Tls),
+                ("udp", CheckKind::Udp),
+                ("dns", CheckKind::Dns),
             ],
             "",
             defaults::CHECK_KIND,
@@ -211,6 +213,7 @@ impl Validator<'_, '_> {
                 expect_status,
                 expect_body,
             },
+            udp: self.udp_check(base, c, kind),
         }
     }
 

@@ -17,7 +17,9 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::config::{CheckKind, HealthCheckConfig, HttpCheckConfig, ServerVerification};
+use crate::config::{
+    CheckKind, HealthCheckConfig, HttpCheckConfig, ServerVerification, UdpCheckConfig,
+};
 use crate::tls::TlsError;
 
 /// Most body bytes an `http` check reads when it looks for `expect_body`.
@@ -28,6 +30,8 @@ pub(crate) struct Probe {
     kind: CheckKind,
     timeout: Duration,
     http: HttpCheckConfig,
+    /// What `udp` and `dns` checks send and expect.
+    udp: UdpCheckConfig,
     /// TLS for `tls` checks, and for `http` checks of an upstream with `tls = true`.
     tls: Option<ProbeTls>,
 }
@@ -53,6 +57,7 @@ impl Probe {
             CheckKind::Tcp => false,
             CheckKind::Http => tls.is_some(),
             CheckKind::Tls => true,
+            CheckKind::Udp | CheckKind::Dns => false,
         };
         let tls = if wants_tls {
             let alpn: &[&[u8]] = match check.kind {
@@ -75,6 +80,7 @@ impl Probe {
             kind: check.kind,
             timeout: check.timeout,
             http: check.http.clone(),
+            udp: check.udp.clone(),
             tls,
         })
     }
@@ -89,6 +95,14 @@ impl Probe {
     }
 
     async fn attempt(&self, addr: SocketAddr) -> Result<(), String> {
+        match self.kind {
+            CheckKind::Udp => {
+                let expect = self.udp.expect.as_deref();
+                return super::udp::udp_probe(addr, &self.udp.send, expect).await;
+            }
+            CheckKind::Dns => return super::udp::dns_probe(addr, &self.udp.query_name).await,
+            CheckKind::Tcp | CheckKind::Http | CheckKind::Tls => {}
+        }
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| connect_error(&e))?;

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `mod.rs` | the rise/fall counter machine ([`Machine`]), one checker task per server, slow start, [`Upstream::set_server_state`] |
 //! | `check.rs` | the probes: TCP connect, HTTP `GET`, TLS handshake |
+//! | `udp.rs` | the UDP probes: a datagram and its reply, a DNS query |
 //! | `passive.rs` | [`Server::passive_failure`] / [`Server::passive_success`], called by the data path |
 //! | `notify.rs` | running notify commands, bounded and with a timeout |
 //!
@@ -48,8 +49,10 @@ use crate::upstream::{Server, StateFlags, Upstream, FULL_WEIGHT};
 mod check;
 pub mod notify;
 mod passive;
+mod udp;
 
 pub use passive::now_ms;
+pub use udp::dns_name_ok;
 
 use check::{Probe, SharedProbe};
 use notify::{Event, Notifier};

@@ -154,6 +154,8 @@ impl Worker {
                             let _permit = permit;
                             http::serve(stream, peer, route, abort).await;
                         }),
+                        // UDP listeners have no accept loop (see proxy::udp).
+                        Protocol::Udp => continue,
                     };
                 }
                 Err(e) if is_client_gone(&e) => {}

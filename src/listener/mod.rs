@@ -150,4 +150,6 @@ pub struct Listener {
     pub worker_inodes: Box<[u64]>,
     /// This listener's `max_connections` gate (counts its open connections even when unlimited).
     pub limit: Arc<Gate>,
+    /// The UDP counters of a `protocol = "udp"` listener; `None` for the others.
+    pub udp: Option<std::sync::Arc<crate::proxy::udp::UdpStats>>,
 }

@@ -3,7 +3,7 @@
 //! [`tcp`] picks a server, connects (retrying on another server when a connect fails) and hands the
 //! two sockets to [`relay`], which copies bytes both ways with half-close, an idle timeout and
 //! reset propagation. [`http`] is the L7 reverse proxy: it routes each request by host and path
-//! and forwards it over kept-alive connections.
+//! and forwards it over kept-alive connections. [`udp`] relays datagrams by flow for UDP listeners.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +19,7 @@ pub mod proxy_protocol;
 pub mod relay;
 mod splice;
 pub mod tcp;
+pub mod udp;
 
 /// Where a listener's connections go: the listener (for its settings and counters), its default
 /// upstream, and for HTTP listeners the routes.

@@ -128,8 +128,13 @@ impl Runtime {
         }
         // Bind everything first: all or nothing.
         let mut bound = Vec::with_capacity(config.listeners.len());
-        for lc in &config.listeners {
+        let is_udp = |l: &&crate::config::ListenerConfig| l.protocol == Protocol::Udp;
+        for lc in config.listeners.iter().filter(|l| !is_udp(l)) {
             bound.push(listener::bind(lc)?);
+        }
+        let mut udp_bound = Vec::new();
+        for lc in config.listeners.iter().filter(is_udp) {
+            udp_bound.push((lc, crate::proxy::udp::bind(lc)?));
         }
         let stop_checks = CancellationToken::new();
         let checkers = crate::health::spawn(&upstreams, &stop_checks)?;
@@ -139,13 +144,14 @@ impl Runtime {
         let tracker = TaskTracker::new();
         let mut workers = JoinSet::new();
         let mut listeners = Vec::with_capacity(bound.len());
-        for (lc, b) in config.listeners.iter().zip(bound) {
+        for (lc, b) in config.listeners.iter().filter(|l| !is_udp(l)).zip(bound) {
             let listener = Arc::new(Listener {
                 config: lc.clone(),
                 local_addr: b.local_addr,
                 stats: ListenerStats::new(b.sockets.len()),
                 worker_inodes: b.sockets.iter().map(crate::backlog::socket_inode).collect(),
                 limit: Arc::new(Gate::new(lc.connections)),
+                udp: None,
             });
             // Validation guarantees the upstream exists; a hand-built Config may not.
             let Some(upstream) = upstreams.iter().find(|u| u.name() == lc.upstream) else {
@@ -214,6 +220,21 @@ impl Runtime {
             );
             listeners.push(listener);
         }
+        for (lc, b) in udp_bound {
+            let Some(upstream) = upstreams.iter().find(|u| u.name() == lc.upstream) else {
+                return Err(RuntimeError::UnknownUpstream {
+                    listener: lc.name.clone(),
+                    upstream: lc.upstream.clone(),
+                });
+            };
+            let register = |source| RuntimeError::Register {
+                listener: lc.name.clone(),
+                source,
+            };
+            let udp = crate::proxy::udp::start(lc, b, upstream, &stop_accepting, &abort, &tracker);
+            listeners.push(udp.map_err(register)?);
+        }
+
         // VRRP last: listeners bound to a VIP already listen (IP_FREEBIND) when it arrives.
         let vrrp = (!config.vrrp.is_empty())
             .then(|| crate::vrrp::Vrrp::start(&config.vrrp, |name| vrrp_probe(&upstreams, name)));

@@ -50,6 +50,9 @@ pub fn render(listeners: &[Arc<Listener>], upstreams: &[Arc<Upstream>]) -> Strin
                 q.timeouts.load(Ordering::Relaxed),
             );
         }
+        if let Some(udp) = &l.udp {
+            let _ = writeln!(out, "  {}", udp.summary());
+        }
         if let Some(p) = &u.persistence {
             // ipvsadm shows `persistent N` on the service line; the table's own counters follow.
             let ps = &p.stats;
