@@ -54,6 +54,9 @@ pub enum Command {
     /// Reads the kernel directly; needs no configuration and no root (root also sees other
     /// users' processes).
     Backlog(BacklogArgs),
+    /// Talk to a running ballast through its admin API: list services and servers as
+    /// `ipvsadm -Ln` does, change weights and states, add and remove servers, reload.
+    Ctl(crate::admin::ctl::CtlArgs),
 }
 
 /// Options of `ballast backlog`.
@@ -100,6 +103,7 @@ pub fn main(cli: Cli) -> ExitCode {
             .and_then(|cfg| serve(cfg, None)),
         Command::Demo { port, print_config } => demo(port, print_config),
         Command::Backlog(args) => backlog(&args),
+        Command::Ctl(args) => crate::admin::ctl::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

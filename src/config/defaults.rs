@@ -108,3 +108,6 @@ pub const CHECK_PATH: &str = "/";
 pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// `upstream.notify_timeout`: 10 s.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// `admin.bind`: 127.0.0.1:8404, HAProxy's conventional stats port (9090 is Prometheus' own).
+pub const ADMIN_BIND: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8404);

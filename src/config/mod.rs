@@ -23,9 +23,12 @@ pub use crate::proxy::proxy_protocol::{TrustedSources, Version as ProxyVersion};
 use crate::scheduler::SchedulerKind;
 pub use crate::tls::{CertSource, ServerVerification};
 
+mod admin;
 pub mod defaults;
 mod toml;
 mod validate;
+
+pub use admin::{AdminBind, AdminConfig, AdminToken};
 
 #[cfg(test)]
 mod tests;
@@ -44,6 +47,8 @@ pub struct Config {
     /// Upstream groups (`[[upstream]]`), in file order. Names are unique, and every listener's
     /// `upstream` names one of them.
     pub upstreams: Vec<UpstreamConfig>,
+    /// The admin API, metrics and dashboard (`[admin]`); `None` = not served (no `[admin]`).
+    pub admin: Option<AdminConfig>,
 }
 
 /// Process-wide settings: the `[global]` table.

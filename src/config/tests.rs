@@ -562,6 +562,7 @@ fn complete_file_builds_the_expected_model() {
                 },
             ],
         }],
+        admin: None,
     };
     assert_eq!(c.global, expected.global);
     assert_eq!(c.listeners[0], expected.listeners[0]);

@@ -45,6 +45,21 @@ pub(crate) struct ConfigToml {
     /// `[[upstream]]` tables, in file order.
     #[serde(default)]
     pub(crate) upstream: Vec<Spanned<UpstreamToml>>,
+    /// `[admin]`, optional: the admin API, metrics and dashboard.
+    #[serde(default)]
+    pub(crate) admin: Option<Spanned<AdminToml>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdminToml {
+    /// `bind`: `IP:port`, or a unix socket path (absolute, or `unix:PATH`).
+    pub(crate) bind: Option<Spanned<String>>,
+    /// `token`: the bearer token, inline.
+    pub(crate) token: Option<Spanned<String>>,
+    /// `token_file`: a file holding the bearer token.
+    pub(crate) token_file: Option<Spanned<String>>,
 }
 
 /// `[global]`.

@@ -42,6 +42,8 @@ use super::toml::{
 use super::{Config, Global, ListenerConfig, LogFormat, Protocol, ServerConfig, UpstreamConfig};
 use crate::scheduler::SchedulerKind;
 
+#[path = "validate_admin.rs"]
+mod admin;
 #[path = "validate_health.rs"]
 mod health;
 #[path = "validate_http.rs"]
@@ -157,6 +159,7 @@ pub(crate) fn validate(raw: &ConfigToml, src: &Source<'_>) -> Result<Config, Vec
         .map(|(i, u)| v.upstream(i, u))
         .collect();
     v.cross_check(raw);
+    let admin = v.admin(raw.admin.as_ref());
 
     if v.diags.is_empty() {
         Ok(Config {
@@ -164,6 +167,7 @@ pub(crate) fn validate(raw: &ConfigToml, src: &Source<'_>) -> Result<Config, Vec
             global,
             listeners,
             upstreams,
+            admin,
         })
     } else {
         let mut diags = v.diags;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::config::ListenerConfig;
 
 pub mod accept;
+pub mod http_stats;
 pub mod socket;
 
 pub use socket::{bind, BoundListener, ListenerError};
@@ -46,6 +47,8 @@ pub struct ListenerStats {
     pub spliced: AtomicU64,
     /// accept(2) errors other than a client giving up before it was accepted.
     pub accept_errors: AtomicU64,
+    /// HTTP responses by status class and their latency (HTTP listeners).
+    pub http: http_stats::HttpStats,
 }
 
 impl ListenerStats {
@@ -65,6 +68,7 @@ impl ListenerStats {
             body_timeouts: AtomicU64::new(0),
             gateway_timeout: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            http: http_stats::HttpStats::default(),
         }
     }
 

@@ -61,6 +61,9 @@ pub enum RuntimeError {
     /// Health checks could not be set up.
     #[error(transparent)]
     Health(#[from] crate::health::HealthError),
+    /// The admin server could not start.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     /// A listening socket could not be handed to the async runtime.
     #[error("listener \"{listener}\": cannot register socket with the runtime")]
     Register {
@@ -95,6 +98,9 @@ pub struct Runtime {
     stop_checks: CancellationToken,
     /// The health checker tasks (aborted if the runtime is dropped without a shutdown).
     checkers: Option<crate::health::Checkers>,
+    /// The admin API server (`[admin]`), and the reloads it asks for until someone takes them.
+    admin: Option<crate::admin::AdminServer>,
+    reload_requests: Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>>,
 }
 
 impl Runtime {
@@ -200,7 +206,13 @@ impl Runtime {
             );
             listeners.push(listener);
         }
+        let (admin, reload_requests) =
+            crate::admin::start_for(&config, &listeners, &upstreams, &stop_checks)
+                .await?
+                .unzip();
         Ok(Runtime {
+            admin,
+            reload_requests,
             config,
             listeners,
             upstreams,
@@ -251,6 +263,9 @@ impl Runtime {
     /// Stops accepting at once (closing the listening sockets), lets established connections run
     /// for up to `grace`, then closes whatever is left.
     pub async fn shutdown(mut self, grace: Duration) -> ShutdownOutcome {
+        if let Some(admin) = self.admin.take() {
+            admin.stop().await;
+        }
         self.stop_accepting.cancel();
         self.stop_checks.cancel();
         if let Some(checkers) = self.checkers.take() {
@@ -315,5 +330,21 @@ impl Runtime {
         let listeners = self.listeners.clone();
         let upstreams = self.upstreams.clone();
         move || summary::render(&listeners, &upstreams)
+    }
+}
+
+impl Runtime {
+    /// Where the admin API listens (the port filled in when the configuration said 0); `None`
+    /// without `[admin]`.
+    pub fn admin_bind(&self) -> Option<&crate::config::AdminBind> {
+        self.admin.as_ref().map(|a| &a.bind)
+    }
+
+    /// The reload requests the admin API forwards (`POST /api/v1/reload`), for whoever applies
+    /// reloads; `None` without `[admin]` or once taken.
+    pub fn take_reload_requests(
+        &mut self,
+    ) -> Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>> {
+        self.reload_requests.take()
     }
 }

@@ -194,7 +194,11 @@ pub async fn serve(
         let seen = Arc::clone(&seen);
         async move {
             let _busy = seen.begin();
-            Ok::<_, Infallible>(handle(req, &ctx).await)
+            let started = std::time::Instant::now();
+            let resp = handle(req, &ctx).await;
+            let stats = &ctx.route.listener.stats.http;
+            stats.record(resp.status().as_u16(), started.elapsed());
+            Ok::<_, Infallible>(resp)
         }
     });
     let idle = (&*activity, cfg.header_timeout);
