@@ -77,7 +77,7 @@ async fn call(
     (status, v)
 }
 
-fn server<'a>(upstream: &'a Value, addr: SocketAddr) -> &'a Value {
+fn server(upstream: &Value, addr: SocketAddr) -> &Value {
     upstream["servers"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["address"] == addr.to_string()))
