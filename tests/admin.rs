@@ -387,8 +387,8 @@ fn python_has_prometheus_client() -> bool {
 
 fn skip(what: &str) {
     assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{what} is missing, and CI=true: .ci/run installs it"
+        std::env::var("CI").is_err(),
+        "{what} is missing, and CI is set: .ci/run installs it"
     );
     eprintln!("SKIPPED: {what} is missing (pip install prometheus-client); .ci/run installs it");
 }
