@@ -268,17 +268,31 @@ fn serve(cfg: Config, before_stop: Option<&dyn Fn(&Runtime)>) -> Result<()> {
         let mut signals = Signals::install().context("cannot install signal handlers")?;
         let grace = cfg.global.shutdown_grace;
         let origin = cfg.origin.clone();
-        let runtime = Runtime::start(cfg)
+        let mut runtime = Runtime::start(cfg)
             .await
             .with_context(|| format!("cannot start with {origin}"))?;
         tracing::info!(config = %origin, "ballast running");
         if let Some(f) = before_stop {
             f(&runtime);
         }
+        let mut api_reloads = runtime.take_reload_requests();
         loop {
-            match signals.next().await {
+            let request = tokio::select! {
+                r = signals.next() => r,
+                Some(r) = next_reload(&mut api_reloads) => {
+                    tracing::info!(by = %r.who, "reload asked through the admin API");
+                    let result = runtime.reload_file().await.map(|s| s.to_string());
+                    let _ = r.reply.send(result);
+                    continue;
+                }
+            };
+            match request {
                 Request::Stop => break,
                 Request::DumpStats => tracing::info!("counters\n{}", runtime.summary()),
+                Request::Reload => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = runtime.reload_file().await;
+                }
             }
         }
         let abort = runtime.abort_handle();
@@ -301,6 +315,16 @@ fn serve(cfg: Config, before_stop: Option<&dyn Fn(&Runtime)>) -> Result<()> {
         tracing::info!("final counters\n{}", summary_at_end());
         Ok(())
     })
+}
+
+/// The next reload request of the admin API; never, without one.
+async fn next_reload(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>>,
+) -> Option<crate::admin::ReloadRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn demo(port: u16, print_config: bool) -> Result<()> {

@@ -23,6 +23,7 @@ use crate::proxy::http::{route::Router, HttpRoutes, HttpUpstream};
 use crate::proxy::Route;
 use crate::upstream::Upstream;
 
+pub mod reload;
 pub mod signals;
 pub mod summary;
 
@@ -101,6 +102,8 @@ pub struct Runtime {
     /// The admin API server (`[admin]`), and the reloads it asks for until someone takes them.
     admin: Option<crate::admin::AdminServer>,
     reload_requests: Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>>,
+    /// Per listener (indexed like `listeners`): stops its workers alone (a reload removed it).
+    listener_stops: Vec<CancellationToken>,
 }
 
 impl Runtime {
@@ -139,6 +142,7 @@ impl Runtime {
         let tracker = TaskTracker::new();
         let mut workers = JoinSet::new();
         let mut listeners = Vec::with_capacity(bound.len());
+        let mut listener_stops = Vec::with_capacity(bound.len());
         for (lc, b) in config.listeners.iter().zip(bound) {
             let listener = Arc::new(Listener {
                 config: lc.clone(),
@@ -177,6 +181,8 @@ impl Runtime {
                 upstream: Arc::clone(upstream),
                 http,
             });
+            let listener_stop = reload::listener_token(&stop_accepting);
+            listener_stops.push(listener_stop.clone());
             let effective_backlog = b.effective_backlog(lc.backlog);
             for (index, socket) in b.sockets.into_iter().enumerate() {
                 let socket = tokio::net::TcpListener::from_std(socket).map_err(|source| {
@@ -189,7 +195,7 @@ impl Runtime {
                     index,
                     socket,
                     route: Arc::clone(&route),
-                    stop_accepting: stop_accepting.clone(),
+                    stop_accepting: listener_stop.clone(),
                     abort: abort.clone(),
                     tracker: tracker.clone(),
                 };
@@ -213,6 +219,7 @@ impl Runtime {
         Ok(Runtime {
             admin,
             reload_requests,
+            listener_stops,
             config,
             listeners,
             upstreams,

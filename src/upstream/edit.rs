@@ -165,6 +165,66 @@ impl Upstream {
         Ok(server)
     }
 
+    /// Makes the members match `wanted` (a reload), in one snapshot store: a server whose
+    /// address and settings are unchanged keeps its `Arc<Server>` (counters, states and open
+    /// connections); a changed weight or operator state in the configuration is applied to it
+    /// (runtime changes the configuration did not touch are kept, compared against `previous`,
+    /// the configuration it replaces); others are created or dropped. Persistence entries
+    /// follow their server's address. Returns the servers created, so the caller can start
+    /// their checks.
+    pub fn sync_servers(
+        &self,
+        previous: &[ServerConfig],
+        wanted: &[ServerConfig],
+    ) -> Vec<Arc<Server>> {
+        let _serial = self.lock_rebuild();
+        let snapshot = self.snapshot.load_full();
+        let mut created = Vec::new();
+        let mut servers: Vec<Arc<Server>> = Vec::with_capacity(wanted.len() + 1);
+        for w in wanted {
+            let kept = snapshot.servers.iter().find(|s| {
+                !s.sorry && s.address() == w.address && same_but_weight_state(&s.config, w)
+            });
+            match kept {
+                Some(s) => {
+                    let before = previous.iter().find(|p| p.address == w.address);
+                    if before.is_none_or(|p| p.weight != w.weight) {
+                        s.state.set_weight(w.weight);
+                    }
+                    if before.is_none_or(|p| p.state != w.state) && s.state.admin() != w.state {
+                        s.state.set(
+                            super::StateFlags::DRAINING,
+                            w.state == crate::config::AdminState::Draining,
+                        );
+                        s.state.set(
+                            super::StateFlags::DISABLED,
+                            w.state == crate::config::AdminState::Disabled,
+                        );
+                    }
+                    servers.push(Arc::clone(s));
+                }
+                None => {
+                    let s = Arc::new(Server::new(w.clone(), &self.config, false));
+                    created.push(Arc::clone(&s));
+                    servers.push(s);
+                }
+            }
+        }
+        servers.extend(snapshot.servers.iter().filter(|s| s.sorry).cloned());
+        if let Some(table) = &self.persistence {
+            let old: Vec<SocketAddr> = snapshot.servers.iter().map(|s| s.address()).collect();
+            let new: Vec<(SocketAddr, bool)> =
+                servers.iter().map(|s| (s.address(), s.sorry)).collect();
+            table.remap(|i| {
+                let addr = old.get(i)?;
+                new.iter().position(|(a, sorry)| a == addr && !sorry)
+            });
+        }
+        let next = build_snapshot(&self.config, servers.into());
+        self.snapshot.store(Arc::new(next));
+        created
+    }
+
     /// Whether `server` is still a member of the current snapshot.
     pub fn contains(&self, server: &Arc<Server>) -> bool {
         self.snapshot
@@ -174,7 +234,7 @@ impl Upstream {
             .any(|s| Arc::ptr_eq(s, server))
     }
 
-    fn lock_rebuild(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(crate) fn lock_rebuild(&self) -> std::sync::MutexGuard<'_, ()> {
         // A poisoned lock only means another rebuild panicked; the snapshot itself is intact.
         self.rebuilding
             .lock()
@@ -187,6 +247,16 @@ impl Upstream {
             address,
         }
     }
+}
+
+/// Whether two server settings differ at most in weight and operator state (which a running
+/// server can take on without being replaced).
+fn same_but_weight_state(a: &ServerConfig, b: &ServerConfig) -> bool {
+    a.address == b.address
+        && a.max_connections == b.max_connections
+        && a.backup == b.backup
+        && a.check == b.check
+        && a.check_port == b.check_port
 }
 
 #[cfg(test)]
@@ -261,5 +331,31 @@ mod tests {
             u.remove_server(addr(1)),
             Err(EditError::NoSuchServer { .. })
         ));
+    }
+
+    #[test]
+    fn a_sync_keeps_unchanged_servers_and_applies_configured_changes_only() {
+        let u = upstream("");
+        let before: Vec<ServerConfig> = u.config.servers.clone();
+        let a = Arc::clone(&u.snapshot().servers[0]);
+        // An operator drained a at runtime; the new file changes b's weight and adds c.
+        u.set_server_state(0, AdminState::Draining, "test");
+        let mut wanted = before.clone();
+        wanted[1].weight = 5;
+        wanted.push(server(3));
+        let created = u.sync_servers(&before, &wanted);
+        assert_eq!(created.len(), 1);
+        let s = u.snapshot();
+        assert!(Arc::ptr_eq(&a, &s.servers[0]));
+        assert_eq!(
+            s.servers[0].state.admin(),
+            AdminState::Draining,
+            "kept: the file did not change it"
+        );
+        assert_eq!(&*s.weights, &[1, 5, 3]);
+        // And back: c removed.
+        let created = u.sync_servers(&wanted, &before);
+        assert!(created.is_empty());
+        assert_eq!(u.snapshot().servers.len(), 2);
     }
 }
