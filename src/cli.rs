@@ -288,7 +288,10 @@ fn serve(cfg: Config, before_stop: Option<&dyn Fn(&Runtime)>) -> Result<()> {
             };
             match request {
                 Request::Stop => break,
-                Request::DumpStats => tracing::info!("counters\n{}", runtime.summary()),
+                Request::DumpStats => {
+                    tracing::info!("counters\n{}", runtime.summary());
+                    runtime.reopen_access_log();
+                }
                 Request::Reload => {
                     tracing::info!("SIGHUP: reloading the configuration");
                     let _ = runtime.reload_file().await;

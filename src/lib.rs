@@ -17,10 +17,12 @@
 //! | [`tls`] | certificates and key files, SNI selection, ALPN, server verification: rustls configs for both sides |
 //! | [`backlog`] | accept queues made visible: listening sockets via sock_diag, somaxconn and listen counters, advice (`ballast backlog`) |
 //! | [`runtime`] | start-up, signals, graceful shutdown, the counters table |
+//! | [`access_log`] | one line per TCP connection and HTTP request, written off the data path, reopened on SIGUSR1 |
 //! | [`admin`] | the admin API (JSON, `/api/v1`), Prometheus `/metrics`, the dashboard, the `ballast ctl` client |
 //! | [`demo`] | the embedded default configuration and demo backends behind `ballast demo` |
 //! | [`cli`] | the command line |
 
+pub mod access_log;
 pub mod admin;
 pub mod backlog;
 pub mod cli;

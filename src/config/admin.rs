@@ -50,3 +50,32 @@ pub enum AdminToken {
     /// against the configuration file's directory); surrounding whitespace is ignored.
     File(PathBuf),
 }
+
+/// `[global] access_log` and `access_log_format`: one line per TCP connection and per HTTP
+/// request ([`crate::access_log`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// `access_log`: `"stdout"` or a file path (relative paths against the configuration
+    /// file's directory).
+    pub target: AccessLogTarget,
+    /// `access_log_format`: `text` (default) or `json`.
+    pub format: AccessLogFormat,
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// A file, appended to and reopened on SIGUSR1.
+    File(PathBuf),
+}
+
+/// How access-log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// `key=value` pairs after an RFC 3339 time.
+    Text,
+    /// One JSON object per line.
+    Json,
+}

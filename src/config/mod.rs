@@ -28,7 +28,9 @@ pub mod defaults;
 mod toml;
 mod validate;
 
-pub use admin::{AdminBind, AdminConfig, AdminToken};
+pub use admin::{
+    AccessLogConfig, AccessLogFormat, AccessLogTarget, AdminBind, AdminConfig, AdminToken,
+};
 
 #[cfg(test)]
 mod tests;
@@ -65,6 +67,9 @@ pub struct Global {
     /// `shutdown_grace`: on SIGTERM/SIGINT, how long established connections may go on before they
     /// are closed. Default: 30 s.
     pub shutdown_grace: Duration,
+    /// `access_log` and `access_log_format`: one line per TCP connection and HTTP request.
+    /// `None` = off (default).
+    pub access_log: Option<AccessLogConfig>,
 }
 
 /// How log lines are written.

@@ -495,6 +495,7 @@ fn complete_file_builds_the_expected_model() {
             log_format: LogFormat::Json,
             threads: 8,
             shutdown_grace: Duration::from_secs(90),
+            access_log: None,
         },
         listeners: vec![ListenerConfig {
             name: "web".to_owned(),

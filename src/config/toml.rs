@@ -74,6 +74,10 @@ pub(crate) struct GlobalToml {
     pub(crate) threads: Option<Spanned<i64>>,
     /// `shutdown_grace`: a duration.
     pub(crate) shutdown_grace: Option<Spanned<DurationToml>>,
+    /// `access_log`: `stdout` or a path.
+    pub(crate) access_log: Option<Spanned<String>>,
+    /// `access_log_format`: `text` or `json`.
+    pub(crate) access_log_format: Option<Spanned<String>>,
 }
 
 /// One `[[listener]]`.

@@ -231,6 +231,7 @@ impl Validator<'_, '_> {
                 defaults::THREADS_MAX,
             ),
             shutdown_grace,
+            access_log: self.access_log(raw),
         }
     }
 

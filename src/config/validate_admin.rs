@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 
 use ::toml::Spanned;
 
-use super::super::admin::{AdminBind, AdminConfig, AdminToken};
+use super::super::admin::{
+    AccessLogConfig, AccessLogFormat, AccessLogTarget, AdminBind, AdminConfig, AdminToken,
+};
 use super::super::defaults;
-use super::super::toml::AdminToml;
+use super::super::toml::{AdminToml, GlobalToml};
 use super::Validator;
 
 impl Validator<'_, '_> {
@@ -69,6 +71,45 @@ impl Validator<'_, '_> {
             );
         }
         Some(AdminConfig { bind, token })
+    }
+
+    /// `[global] access_log` and `access_log_format`; `None` when `access_log` is absent (a
+    /// format alone is an error: it would do nothing).
+    pub(super) fn access_log(&mut self, raw: &GlobalToml) -> Option<AccessLogConfig> {
+        let format = self.choice(
+            raw.access_log_format.as_ref(),
+            "global.access_log_format",
+            "an access log format",
+            &[
+                ("text", AccessLogFormat::Text),
+                ("json", AccessLogFormat::Json),
+            ],
+            "",
+            AccessLogFormat::Text,
+        );
+        let Some(target) = &raw.access_log else {
+            if let Some(f) = &raw.access_log_format {
+                self.error(
+                    f.span().start,
+                    "global.access_log_format",
+                    "has no effect without access_log; add access_log = \"stdout\" or a file path",
+                );
+            }
+            return None;
+        };
+        let target = match target.get_ref().as_str() {
+            "stdout" | "-" => AccessLogTarget::Stdout,
+            "" => {
+                self.error(
+                    target.span().start,
+                    "global.access_log",
+                    "is empty; expected \"stdout\" or a file path",
+                );
+                AccessLogTarget::Stdout
+            }
+            path => AccessLogTarget::File(self.admin_path(path)),
+        };
+        Some(AccessLogConfig { target, format })
     }
 
     fn admin_bind(&mut self, b: &Spanned<String>) -> AdminBind {

@@ -65,6 +65,9 @@ pub enum RuntimeError {
     /// The admin server could not start.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    /// The access log file could not be opened.
+    #[error("cannot open the access log")]
+    AccessLog(#[source] std::io::Error),
     /// A listening socket could not be handed to the async runtime.
     #[error("listener \"{listener}\": cannot register socket with the runtime")]
     Register {
@@ -104,6 +107,8 @@ pub struct Runtime {
     reload_requests: Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>>,
     /// Per listener (indexed like `listeners`): stops its workers alone (a reload removed it).
     listener_stops: Vec<CancellationToken>,
+    /// The access log, when `[global] access_log` is set.
+    access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 impl Runtime {
@@ -130,6 +135,12 @@ impl Runtime {
                 })?;
             http_upstreams.push(Arc::new(hu));
         }
+        let access_log = match &config.global.access_log {
+            Some(c) => {
+                Some(crate::access_log::AccessLog::start(c).map_err(RuntimeError::AccessLog)?)
+            }
+            None => None,
+        };
         // Bind everything first: all or nothing.
         let mut bound = Vec::with_capacity(config.listeners.len());
         for lc in &config.listeners {
@@ -180,6 +191,7 @@ impl Runtime {
                 listener: Arc::clone(&listener),
                 upstream: Arc::clone(upstream),
                 http,
+                access_log: access_log.clone(),
             });
             let listener_stop = reload::listener_token(&stop_accepting);
             listener_stops.push(listener_stop.clone());
@@ -220,6 +232,7 @@ impl Runtime {
             admin,
             reload_requests,
             listener_stops,
+            access_log,
             config,
             listeners,
             upstreams,
@@ -292,6 +305,7 @@ impl Runtime {
             .await
             .is_ok()
         {
+            self.flush_access_log().await;
             return ShutdownOutcome::Drained;
         }
         let left = self.tracker.len();
@@ -303,6 +317,7 @@ impl Runtime {
         self.abort.cancel();
         // Aborted relays return at their next poll; this wait is short but still bounded.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        self.flush_access_log().await;
         ShutdownOutcome::Aborted(left)
     }
 }
@@ -353,5 +368,26 @@ impl Runtime {
         &mut self,
     ) -> Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>> {
         self.reload_requests.take()
+    }
+}
+
+impl Runtime {
+    /// Reopens the access log file (SIGUSR1, after logrotate moved it).
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
+    }
+
+    /// Access-log entries dropped because the writer could not keep up.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.access_log.as_ref().map_or(0, |l| l.dropped())
+    }
+
+    /// Waits (bounded) until every access-log line so far is written.
+    pub async fn flush_access_log(&self) {
+        if let Some(log) = self.access_log.clone() {
+            let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
+        }
     }
 }

@@ -243,6 +243,7 @@ impl Runtime {
                 listener: Arc::clone(&listener),
                 upstream: Arc::clone(upstream),
                 http: None,
+                access_log: self.access_log.clone(),
             });
             let stop = self.stop_accepting.child_token();
             for (index, socket) in b.sockets.into_iter().enumerate() {

@@ -4,7 +4,7 @@
 //! |-----------------|--------|
 //! | SIGTERM, SIGINT | graceful stop: stop accepting, let connections finish for `shutdown_grace`, exit 0 |
 //! | the same again  | stop now: close every connection and exit 0 |
-//! | SIGUSR1         | log a table of listeners, upstreams and per-server counters |
+//! | SIGUSR1         | log a table of listeners, upstreams and per-server counters; reopen the access log file |
 //! | SIGHUP          | reload: re-read the configuration file and apply it in place ([`super::reload`]) |
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
