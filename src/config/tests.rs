@@ -88,7 +88,7 @@ t!(
 t!(
     unknown_key_without_a_close_match_has_no_guess,
     concat!("[global]\ncolour = \"red\"\n", listener!(), upstream!()),
-    ["ballast.toml:2:1: global.colour: unknown key; allowed: log_level, log_format, threads, shutdown_grace"]
+    ["ballast.toml:2:1: global.colour: unknown key; allowed: log_level, log_format, threads, shutdown_grace, access_log, access_log_format"]
 );
 
 t!(
@@ -119,7 +119,7 @@ t!(
 t!(
     unknown_top_level_table,
     concat!("[listeners]\n", upstream!()),
-    ["ballast.toml:1:2: listeners: unknown key; allowed: global, listener, upstream; did you mean listener?"]
+    ["ballast.toml:1:2: listeners: unknown key; allowed: global, listener, upstream, admin; did you mean listener?"]
 );
 
 t!(
