@@ -26,6 +26,7 @@ use crate::upstream::Upstream;
 pub mod reload;
 pub mod signals;
 pub mod summary;
+pub mod upgrade;
 
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +110,10 @@ pub struct Runtime {
     listener_stops: Vec<CancellationToken>,
     /// The access log, when `[global] access_log` is set.
     access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// Per listener (indexed like `listeners`): copies of its listening sockets, for a binary
+    /// upgrade to hand over. Dropped when the listener stops, so a stopped listener's sockets
+    /// really close (refusing, not queueing, new connections).
+    listener_fds: Vec<Vec<std::os::fd::OwnedFd>>,
 }
 
 impl Runtime {
@@ -118,6 +123,19 @@ impl Runtime {
     /// # Errors
     /// The first listener that cannot be bound; nothing is left listening then.
     pub async fn start(config: Config) -> Result<Runtime, RuntimeError> {
+        Runtime::start_with(config, upgrade::Inherited::default()).await
+    }
+
+    /// As [`Runtime::start`], with listening sockets inherited from an old process (binary
+    /// upgrade, [`upgrade`]): a listener with a matching inherited socket set uses it instead
+    /// of binding.
+    ///
+    /// # Errors
+    /// As [`Runtime::start`].
+    pub async fn start_with(
+        config: Config,
+        mut inherited: upgrade::Inherited,
+    ) -> Result<Runtime, RuntimeError> {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -144,7 +162,10 @@ impl Runtime {
         // Bind everything first: all or nothing.
         let mut bound = Vec::with_capacity(config.listeners.len());
         for lc in &config.listeners {
-            bound.push(listener::bind(lc)?);
+            bound.push(match inherited.take(lc) {
+                Some(b) => b,
+                None => listener::bind(lc)?,
+            });
         }
         let stop_checks = CancellationToken::new();
         let checkers = crate::health::spawn(&upstreams, &stop_checks)?;
@@ -154,6 +175,7 @@ impl Runtime {
         let mut workers = JoinSet::new();
         let mut listeners = Vec::with_capacity(bound.len());
         let mut listener_stops = Vec::with_capacity(bound.len());
+        let mut listener_fds = Vec::with_capacity(bound.len());
         for (lc, b) in config.listeners.iter().zip(bound) {
             let listener = Arc::new(Listener {
                 config: lc.clone(),
@@ -195,6 +217,7 @@ impl Runtime {
             });
             let listener_stop = reload::listener_token(&stop_accepting);
             listener_stops.push(listener_stop.clone());
+            listener_fds.push(upgrade_copies(&b.sockets));
             let effective_backlog = b.effective_backlog(lc.backlog);
             for (index, socket) in b.sockets.into_iter().enumerate() {
                 let socket = tokio::net::TcpListener::from_std(socket).map_err(|source| {
@@ -224,14 +247,18 @@ impl Runtime {
             );
             listeners.push(listener);
         }
-        let (admin, reload_requests) =
+        let (admin, reload_requests) = if inherited.defer_admin {
+            (None, None)
+        } else {
             crate::admin::start_for(&config, &listeners, &upstreams, &stop_checks)
                 .await?
-                .unzip();
+                .unzip()
+        };
         Ok(Runtime {
             admin,
             reload_requests,
             listener_stops,
+            listener_fds,
             access_log,
             config,
             listeners,
@@ -286,6 +313,7 @@ impl Runtime {
         if let Some(admin) = self.admin.take() {
             admin.stop().await;
         }
+        self.listener_fds.clear();
         self.stop_accepting.cancel();
         self.stop_checks.cancel();
         if let Some(checkers) = self.checkers.take() {
@@ -389,5 +417,68 @@ impl Runtime {
         if let Some(log) = self.access_log.clone() {
             let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
         }
+    }
+}
+
+/// Copies of a listener's sockets for a later handover (fds that cannot be copied are left out,
+/// and that listener is then bound afresh by the new process).
+fn upgrade_copies(sockets: &[std::net::TcpListener]) -> Vec<std::os::fd::OwnedFd> {
+    sockets
+        .iter()
+        .filter_map(|s| s.try_clone().ok())
+        .map(std::os::fd::OwnedFd::from)
+        .collect()
+}
+
+impl Runtime {
+    /// Every listener's sockets, for a new process taking over ([`upgrade::hand_over`]).
+    pub fn handover_sockets(&self) -> Vec<(upgrade::Header, Vec<std::os::fd::OwnedFd>)> {
+        self.listeners
+            .iter()
+            .zip(&self.listener_fds)
+            .filter(|(l, fds)| fds.len() == l.stats.accepted.len())
+            .map(|(l, fds)| {
+                let header = upgrade::Header {
+                    name: l.config.name.clone(),
+                    bind: l.config.bind,
+                    local: l.local_addr,
+                    workers: fds.len(),
+                };
+                (
+                    header,
+                    fds.iter().filter_map(|f| f.try_clone().ok()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Stops the admin server (the old process of an upgrade frees its address).
+    pub async fn stop_admin(&mut self) {
+        if let Some(admin) = self.admin.take() {
+            admin.stop().await;
+        }
+    }
+
+    /// Starts the admin server if the configuration has one and it is not running (after
+    /// [`upgrade::Inherited::defer_admin`]).
+    ///
+    /// # Errors
+    /// When it cannot listen.
+    pub async fn start_admin(&mut self) -> Result<(), RuntimeError> {
+        if self.admin.is_some() {
+            return Ok(());
+        }
+        if let Some((admin, rx)) = crate::admin::start_for(
+            &self.config,
+            &self.listeners,
+            &self.upstreams,
+            &self.stop_checks,
+        )
+        .await?
+        {
+            self.admin = Some(admin);
+            self.reload_requests = Some(rx);
+        }
+        Ok(())
     }
 }

@@ -246,6 +246,7 @@ impl Runtime {
                 access_log: self.access_log.clone(),
             });
             let stop = self.stop_accepting.child_token();
+            let fds = super::upgrade_copies(&b.sockets);
             for (index, socket) in b.sockets.into_iter().enumerate() {
                 let Ok(socket) = tokio::net::TcpListener::from_std(socket) else {
                     continue;
@@ -266,6 +267,7 @@ impl Runtime {
                 "reload: listening");
             self.listeners.push(listener);
             self.listener_stops.push(stop);
+            self.listener_fds.push(fds);
             summary.listeners_started.push(lc.name.clone());
         }
         let mut i = 0;
@@ -276,6 +278,9 @@ impl Runtime {
                 continue;
             }
             let l = self.listeners.remove(i);
+            if i < self.listener_fds.len() {
+                self.listener_fds.remove(i);
+            }
             if i < self.listener_stops.len() {
                 self.listener_stops.remove(i).cancel();
             }
