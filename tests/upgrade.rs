@@ -1,7 +1,7 @@
-//! Binary upgrade: a second ballast process takes the listening sockets over from the first
-//! (SCM_RIGHTS over the upgrade socket) while clients keep connecting; the first drains and
-//! exits. No connection is refused and no exchange fails; a connection the old process holds
-//! finishes on it.
+//! Ten reloads (`ballast ctl reload`, alternating two valid files) and then a binary upgrade (a
+//! second ballast process takes the listening sockets over through the upgrade socket,
+//! SCM_RIGHTS), all while TCP and HTTP clients keep connecting: no connection is refused, no
+//! exchange or request fails, and a connection the old process holds finishes on it.
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ballast::admin::client::Client;
 use ballast::config::AdminBind;
-use common::killable::tcp_exchange;
+use common::killable::{tcp_exchange, Killable, Kind};
 use common::{Backend, PATIENCE};
 use http::Method;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -56,19 +56,33 @@ async fn admin_pid(admin: SocketAddr) -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_new_process_takes_the_sockets_over_without_a_refused_connection() {
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+async fn ten_reloads_and_a_binary_upgrade_under_load_fail_nothing() {
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
     let port = common::closed_port().await.port();
     let admin = common::closed_port().await;
     let dir = std::env::temp_dir().join(format!("ballast-upgrade-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("ballast.toml");
     let socket = dir.join("upgrade.sock");
-    let text = format!(
-        "[global]\nshutdown_grace = \"10s\"\n\n[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:{port}\"\nupstream = \"u\"\nworkers = 2\n\n[[upstream]]\nname = \"u\"\nscheduler = \"rr\"\n\n{}\n[admin]\nbind = \"{admin}\"\n",
-        common::servers(&[(a.addr, 1), (b.addr, 1)])
-    );
-    std::fs::write(&config, text).expect("write config");
+    let h = Killable::start("h", Kind::Http).await;
+    let web_port = common::closed_port().await.port();
+    let text = |variant_b: bool| {
+        let mut servers = vec![(a.addr, if variant_b { 3 } else { 1 }), (b.addr, 1)];
+        if variant_b {
+            servers.push((c.addr, 1));
+        }
+        format!(
+            "[global]\nshutdown_grace = \"10s\"\n\n[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:{port}\"\nupstream = \"u\"\nworkers = 2\n\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:{web_port}\"\nprotocol = \"http\"\nupstream = \"h\"\nworkers = 1\n\n[[upstream]]\nname = \"u\"\nscheduler = \"wrr\"\n\n{}\n[[upstream]]\nname = \"h\"\n[[upstream.server]]\naddress = \"{}\"\nweight = {}\n\n[admin]\nbind = \"{admin}\"\n",
+            common::servers(&servers),
+            h.addr,
+            if variant_b { 2 } else { 1 }
+        )
+    };
+    std::fs::write(&config, text(false)).expect("write config");
     let l = SocketAddr::from(([127, 0, 0, 1], port));
 
     let mut old = run(&config, &socket, false);
@@ -107,7 +121,40 @@ async fn a_new_process_takes_the_sockets_over_without_a_refused_connection() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let web = SocketAddr::from(([127, 0, 0, 1], web_port));
+    for _ in 0..2 {
+        let (stop, ok, failures) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failures));
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                // A new connection per request, so refused connections would show.
+                let mut c = common::killable::Client::connect(web).await;
+                match c.get("/", None).await {
+                    Ok((s, _, _)) if s == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok((s, _, _)) => failures.lock().expect("lock").push(format!("HTTP {s}")),
+                    Err(e) => failures.lock().expect("lock").push(e),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Ten reloads, alternating two valid files, through `ballast ctl reload`.
+    for i in 0..10 {
+        std::fs::write(&config, text(i % 2 == 0)).expect("write config");
+        let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
+            .args(["ctl", "--admin", &admin.to_string(), "reload"])
+            .env_remove("BALLAST_TOKEN")
+            .output()
+            .expect("ctl runs");
+        assert!(
+            out.status.success(),
+            "reload {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let new = run(&config, &socket, true);
     let new_pid = u64::from(new.0.id());
@@ -158,7 +205,7 @@ async fn a_new_process_takes_the_sockets_over_without_a_refused_connection() {
     let failures = failures.lock().expect("lock").clone();
     let done = ok.load(Ordering::Relaxed);
     eprintln!(
-        "binary upgrade under load: {done} exchanges, {} failed",
+        "10 reloads and a binary upgrade under load: {done} TCP exchanges and HTTP requests, {} failed",
         failures.len()
     );
     assert!(
