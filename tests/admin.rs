@@ -113,6 +113,9 @@ async fn every_route_answers_and_changes_need_the_token() {
     assert_eq!(v[0]["name"], "l");
     assert_eq!(v[0]["accepted"], 4);
     assert_eq!(v[0]["persistence_secs"], 300);
+    let queues = v[0]["accept_queue"].as_array().expect("accept queues");
+    assert_eq!(queues.len(), 2, "one per worker: {v}");
+    assert!(queues[0]["max"].is_number(), "{v}");
     assert!(v[1]["http"]["responses"]["2xx"].is_number());
     let (s, v) = call(&open, Method::GET, "/api/v1/listeners/l", None).await;
     assert_eq!((s, v["upstream"].clone()), (StatusCode::OK, json!("u")));
@@ -606,4 +609,38 @@ async fn ctl_list_matches_the_golden_file_and_ctl_changes_servers() {
         "{out}"
     );
     rt.shutdown(PATIENCE).await;
+}
+
+/// Every path of the OpenAPI description is in the endpoint table of `src/admin/mod.rs`, and the
+/// other way round.
+#[test]
+fn the_openapi_description_and_the_endpoint_table_agree() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let yaml = std::fs::read_to_string(format!("{root}/docs/admin-api.yaml")).expect("yaml");
+    let module = std::fs::read_to_string(format!("{root}/src/admin/mod.rs")).expect("mod.rs");
+    let normalise = |p: &str| {
+        p.replace("{upstream}", "{name}")
+            .replace("{server}", "{address}")
+    };
+    let documented: std::collections::BTreeSet<String> = yaml
+        .lines()
+        .filter_map(|l| l.strip_prefix("  /"))
+        .filter_map(|l| l.strip_suffix(':'))
+        .map(|p| normalise(&format!("/{p}")))
+        .collect();
+    let table: std::collections::BTreeSet<String> = module
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! | "))
+        .filter_map(|l| l.split(" | ").nth(1))
+        .filter_map(|p| {
+            p.trim()
+                .strip_prefix('`')?
+                .strip_suffix('`')
+                .map(str::to_owned)
+        })
+        .filter(|p| p.starts_with('/'))
+        .map(|p| normalise(&p))
+        .collect();
+    assert!(documented.len() > 10, "{documented:?}");
+    assert_eq!(documented, table);
 }

@@ -24,8 +24,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use http::{Method, StatusCode};
 
-use super::api::{ListenerView, UpstreamView};
 use super::client::Client;
+use super::views::{ListenerView, UpstreamView};
 
 /// Options of `ballast ctl`.
 #[derive(Debug, clap::Args)]
@@ -386,7 +386,7 @@ pub fn render(admin: &str, mode: &Mode) -> String {
         };
         let service = format!("TCP  {}", l.address);
         let servers: Vec<_> = u.servers.iter().filter(|s| s.role != "sorry").collect();
-        let sum = |f: fn(&super::api::ServerView) -> u64, ss: &[&super::api::ServerView]| {
+        let sum = |f: fn(&super::views::ServerView) -> u64, ss: &[&super::views::ServerView]| {
             ss.iter().map(|s| f(s)).sum::<u64>()
         };
         let reqs = |l: &ListenerView| l.http.as_ref().map_or(0, |h| h.requests);

@@ -63,6 +63,7 @@ pub mod client;
 pub mod ctl;
 pub mod dashboard;
 pub mod metrics;
+pub mod views;
 
 /// Largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -241,6 +242,9 @@ pub async fn spawn(
                 let _ = std::fs::remove_file(path);
             }
             let listener = tokio::net::UnixListener::bind(path).map_err(bind_err)?;
+            // Owner only: whoever can connect may change servers when no token is configured.
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(bind_err)?;
             let task = tokio::spawn(accept_unix(listener, Arc::clone(&shared), stop.clone()));
             (AdminBind::Unix(path.clone()), task)
         }
