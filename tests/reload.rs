@@ -279,6 +279,28 @@ async fn sighup_and_ctl_reload_apply_the_file_and_an_invalid_file_changes_nothin
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(tcp_exchange(l).await.is_ok());
+    let client = ballast::admin::client::Client::new(ballast::config::AdminBind::Tcp(admin), None);
+    let wanted = [
+        "ballast_config_reloads_total{result=\"applied\"} 2",
+        "ballast_config_reloads_total{result=\"refused\"} 1",
+        "ballast_config_last_reload_successful 1",
+    ];
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, metrics) = client
+            .request(http::Method::GET, "/metrics", None)
+            .await
+            .expect("metrics");
+        let metrics = String::from_utf8_lossy(&metrics).into_owned();
+        if wanted.iter().all(|w| metrics.lines().any(|l| l == *w)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{wanted:?} in\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -402,7 +402,14 @@ async fn reload(shared: &Arc<Shared>, who: &Who) -> Resp {
             "the runtime is shutting down",
         );
     }
-    match answer.await {
+    // Bounded: a runtime whose owner does not take reload requests never answers.
+    let Ok(answer) = tokio::time::timeout(std::time::Duration::from_secs(60), answer).await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the reload was not answered within 60 s",
+        );
+    };
+    match answer {
         Ok(Ok(summary)) => json(
             StatusCode::OK,
             &serde_json::json!({ "reloaded": true, "summary": summary }),

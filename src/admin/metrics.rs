@@ -78,6 +78,12 @@ pub mod names {
     pub const SERVER_RECEIVED_BYTES: &str = "ballast_server_received_bytes_total";
     /// Counter: health transitions.
     pub const SERVER_HEALTH_TRANSITIONS: &str = "ballast_server_health_transitions_total";
+    /// Counter: reloads by result (`applied`, `refused`).
+    pub const CONFIG_RELOADS: &str = "ballast_config_reloads_total";
+    /// Gauge: 1 when the last reload was applied (or none was tried).
+    pub const CONFIG_LAST_RELOAD_OK: &str = "ballast_config_last_reload_successful";
+    /// Counter: access-log lines dropped because the writer could not keep up.
+    pub const ACCESS_LOG_DROPPED: &str = "ballast_access_log_dropped_total";
 }
 
 /// Serves `GET /metrics`. The accept queues take one netlink round trip, run off the async
@@ -92,7 +98,8 @@ pub async fn endpoint(shared: &Arc<Shared>) -> Resp {
     })
     .await
     .unwrap_or((None, None));
-    let text = render(&services, extra.0.as_deref(), extra.1.as_ref());
+    let mut text = render(&services, extra.0.as_deref(), extra.1.as_ref());
+    render_process(shared, &mut text);
     api::respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
@@ -131,6 +138,49 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// Process-wide families: reloads and the access log.
+fn render_process(shared: &Shared, text: &mut String) {
+    use names::*;
+    let mut o = Out {
+        text: std::mem::take(text),
+    };
+    let r = &shared.reloads;
+    o.family(
+        CONFIG_RELOADS,
+        "counter",
+        "Configuration reloads, by result.",
+    );
+    o.sample(
+        CONFIG_RELOADS,
+        &[("result", "applied")],
+        r.applied.load(Ordering::Relaxed),
+    );
+    o.sample(
+        CONFIG_RELOADS,
+        &[("result", "refused")],
+        r.refused.load(Ordering::Relaxed),
+    );
+    o.family(
+        CONFIG_LAST_RELOAD_OK,
+        "gauge",
+        "1 when the last reload was applied (or none was tried), 0 when it was refused.",
+    );
+    o.sample(
+        CONFIG_LAST_RELOAD_OK,
+        &[],
+        u8::from(r.last_ok.load(Ordering::Relaxed)),
+    );
+    if let Some(log) = shared.access_log.get() {
+        o.family(
+            ACCESS_LOG_DROPPED,
+            "counter",
+            "Access-log lines dropped because the writer could not keep up.",
+        );
+        o.sample(ACCESS_LOG_DROPPED, &[], log.dropped());
+    }
+    *text = o.text;
 }
 
 /// The whole exposition.

@@ -154,9 +154,37 @@ pub struct Shared {
     pub stop_checks: CancellationToken,
     /// Where reload requests go; `None` when nothing handles them.
     pub reload: Option<mpsc::Sender<ReloadRequest>>,
+    /// Reloads applied and refused, and whether the last one was applied (for `/metrics`).
+    pub reloads: ReloadStats,
+    /// The runtime's access log, when it has one (for its drop counter).
+    pub access_log: std::sync::OnceLock<Arc<crate::access_log::AccessLog>>,
     token: Option<String>,
     /// Whether reads need the token too (the bind is reachable from other hosts).
     reads_need_token: bool,
+}
+
+/// Reload outcomes since start.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Reloads applied.
+    pub applied: std::sync::atomic::AtomicU64,
+    /// Reloads refused (invalid file, or a change that needs a restart).
+    pub refused: std::sync::atomic::AtomicU64,
+    /// 1 when the last reload was applied (or none was tried), 0 when it was refused.
+    pub last_ok: std::sync::atomic::AtomicBool,
+}
+
+impl ReloadStats {
+    /// Counts one reload.
+    pub fn record(&self, ok: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if ok {
+            self.applied.fetch_add(1, Relaxed);
+        } else {
+            self.refused.fetch_add(1, Relaxed);
+        }
+        self.last_ok.store(ok, Relaxed);
+    }
 }
 
 /// A running admin server.
@@ -217,6 +245,11 @@ pub async fn spawn(
         started: SystemTime::now(),
         stop_checks,
         reload,
+        reloads: ReloadStats {
+            last_ok: std::sync::atomic::AtomicBool::new(true),
+            ..ReloadStats::default()
+        },
+        access_log: std::sync::OnceLock::new(),
         reads_need_token: !config.bind.is_local(),
         token,
     });

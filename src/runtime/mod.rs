@@ -254,6 +254,9 @@ impl Runtime {
                 .await?
                 .unzip()
         };
+        if let (Some(a), Some(log)) = (&admin, &access_log) {
+            let _ = a.shared.access_log.set(Arc::clone(log));
+        }
         Ok(Runtime {
             admin,
             reload_requests,
@@ -476,6 +479,9 @@ impl Runtime {
         )
         .await?
         {
+            if let Some(log) = &self.access_log {
+                let _ = admin.shared.access_log.set(Arc::clone(log));
+            }
             self.admin = Some(admin);
             self.reload_requests = Some(rx);
         }

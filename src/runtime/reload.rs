@@ -111,6 +111,9 @@ impl Runtime {
             }
             Err(e) => Err(vec![anyhow_like(&e)]),
         };
+        if let Some(admin) = &self.admin {
+            admin.shared.reloads.record(result.is_ok());
+        }
         if let Err(problems) = &result {
             tracing::error!(config = %path.display(), problems = problems.len(),
                 "reload refused; nothing changed");
