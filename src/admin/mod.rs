@@ -403,9 +403,13 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>, peer: &str) -> Res
         token: token_ok,
     };
     let read = method == Method::GET || method == Method::HEAD;
-    let is_page = read && path == "/";
-    let needs_token = shared.token.is_some() && !is_page && (!read || shared.reads_need_token);
-    if needs_token && !token_ok {
+    if needs_token(
+        &method,
+        &path,
+        shared.token.is_some(),
+        shared.reads_need_token,
+    ) && !token_ok
+    {
         let why = if presented.is_some() {
             "wrong token"
         } else {
@@ -447,6 +451,14 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>, peer: &str) -> Res
             "no such endpoint; see /api/v1/status and docs/admin-api.yaml",
         ),
     }
+}
+
+/// Whether a request must carry the token: never without one configured; never for the page
+/// itself (`GET /`, which asks for it); always for changes; for reads only when the admin
+/// server is reachable from other hosts.
+fn needs_token(method: &Method, path: &str, configured: bool, reads_need_token: bool) -> bool {
+    let read = method == Method::GET || method == Method::HEAD;
+    configured && !(read && path == "/") && (!read || reads_need_token)
 }
 
 /// The token of an `Authorization: Bearer …` header.
@@ -544,6 +556,22 @@ mod tests {
         assert!(!constant_time_eq(b"secret-token-123", b"secret-token-124"));
         assert!(!constant_time_eq(b"secret", b"secret-token"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn the_token_is_asked_for_changes_and_off_loopback_for_reads() {
+        let (get, post) = (Method::GET, Method::POST);
+        // No token configured: open (the configuration only allows that on loopback or unix).
+        assert!(!needs_token(&post, "/api/v1/reload", false, false));
+        // Loopback with a token: reads open, changes need it.
+        assert!(!needs_token(&get, "/api/v1/upstreams", true, false));
+        assert!(!needs_token(&get, "/metrics", true, false));
+        assert!(needs_token(&post, "/api/v1/reload", true, false));
+        // Reachable from other hosts: everything but the page.
+        assert!(needs_token(&get, "/api/v1/upstreams", true, true));
+        assert!(needs_token(&get, "/metrics", true, true));
+        assert!(!needs_token(&get, "/", true, true));
+        assert!(needs_token(&post, "/", true, true));
     }
 
     #[test]
