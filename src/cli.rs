@@ -316,9 +316,7 @@ fn serve(
             let request = tokio::select! {
                 r = signals.next() => r,
                 Some(r) = next_reload(&mut api_reloads) => {
-                    tracing::info!(by = %r.who, "reload asked through the admin API");
-                    let result = runtime.reload_file().await.map(|s| s.to_string());
-                    let _ = r.reply.send(result);
+                    runtime.answer(r).await;
                     continue;
                 }
                 Some(conn) = upgrade::next_request(&upgrades) => {

@@ -298,12 +298,82 @@ async fn every_route_answers_and_changes_need_the_token() {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    // Listeners are configuration.
-    let (s, _) = call(&ok, Method::POST, "/api/v1/listeners", Some(json!({}))).await;
+    // ipvsadm -A / -D: carried out by whoever runs the runtime, here this test.
+    let mut reloads = rt.take_reload_requests().expect("reload requests");
+    let (s, v) = call(&ok, Method::POST, "/api/v1/listeners", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = call(
+        &ok,
+        Method::POST,
+        "/api/v1/listeners",
+        Some(json!({ "name": "x", "bind": "nowhere", "upstream": "u", "workers": 99999 })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(
+        v["problems"].as_array().map(Vec::len),
+        Some(2),
+        "every problem: {v}"
+    );
+    let (s, _) = call(&ok, Method::PATCH, "/api/v1/listeners/l", Some(json!({}))).await;
     assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
+    let (s, _) = call(&open, Method::POST, "/api/v1/listeners", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    call(
+        &ok,
+        Method::POST,
+        &format!("/api/v1/upstreams/u/servers/{}/enable", a.addr),
+        None,
+    )
+    .await;
+    let add = {
+        let ok = ok.clone();
+        tokio::spawn(async move {
+            call(
+                &ok,
+                Method::POST,
+                "/api/v1/listeners",
+                Some(json!({ "name": "added", "bind": "127.0.0.1:0", "upstream": "u" })),
+            )
+            .await
+        })
+    };
+    let request = tokio::time::timeout(PATIENCE, reloads.recv())
+        .await
+        .expect("in time")
+        .expect("a request");
+    rt.answer(request).await;
+    let (s, v) = add.await.expect("added");
+    assert_eq!(
+        (s, v["name"].clone(), v["workers"].clone()),
+        (StatusCode::CREATED, json!("added"), json!(1)),
+        "{v}"
+    );
+    let added: SocketAddr = v["address"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("address");
+    assert_eq!(common::who(added).await, "a");
+    let remove = {
+        let ok = ok.clone();
+        tokio::spawn(
+            async move { call(&ok, Method::DELETE, "/api/v1/listeners/added", None).await },
+        )
+    };
+    let request = tokio::time::timeout(PATIENCE, reloads.recv())
+        .await
+        .expect("in time")
+        .expect("a request");
+    rt.answer(request).await;
+    let (s, v) = remove.await.expect("removed");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(rt.listener_addr("added").is_none());
+    assert!(
+        tokio::net::TcpStream::connect(added).await.is_err(),
+        "it stopped accepting"
+    );
 
     // Reload: forwarded to whoever runs the runtime.
-    let mut reloads = rt.take_reload_requests().expect("reload requests");
     let answer = tokio::spawn(async move {
         let r = reloads.recv().await.expect("a reload request");
         let _ = r

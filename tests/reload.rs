@@ -240,6 +240,33 @@ async fn sighup_and_ctl_reload_apply_the_file_and_an_invalid_file_changes_nothin
     let (_, list) = ctl(admin, &["list"]);
     assert!(list.contains(&c.addr.to_string()), "{list}");
 
+    // ipvsadm -A / -D: a listener added to and removed from the running configuration.
+    let extra = common::closed_port().await;
+    let (ok, out) = ctl(
+        admin,
+        &["add-listener", "api-added", &extra.to_string(), "u"],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        tcp_exchange(extra).await.is_ok(),
+        "the added listener serves"
+    );
+    let (ok, out) = ctl(
+        admin,
+        &["add-listener", "api-added", &extra.to_string(), "u"],
+    );
+    assert!(!ok && out.contains("exists"), "{out}");
+    let (ok, out) = ctl(admin, &["add-listener", "bad", "nowhere", "nope"]);
+    assert!(!ok && out.contains("bind"), "{out}");
+    let (ok, out) = ctl(admin, &["remove-listener", "api-added"]);
+    assert!(ok, "{out}");
+    assert!(
+        TcpStream::connect(extra).await.is_err(),
+        "the removed listener refuses"
+    );
+    let (ok, out) = ctl(admin, &["remove-listener", "api-added"]);
+    assert!(!ok && out.contains("404"), "{out}");
+
     // An invalid file: every problem reported, nothing changed.
     std::fs::write(
         &path,

@@ -106,9 +106,11 @@ pub async fn route(
             }
             None => error(StatusCode::NOT_FOUND, &format!("no listener named {name:?}")),
         },
+        (&Method::POST, ["listeners"]) => add_listener(shared, who, body).await,
+        (&Method::DELETE, ["listeners", name]) => remove_listener(shared, who, name).await,
         (&Method::POST | &Method::PUT | &Method::PATCH | &Method::DELETE, ["listeners", ..]) => error(
             StatusCode::NOT_IMPLEMENTED,
-            "listeners (virtual services) are added, changed and removed through the configuration file and a reload (POST /api/v1/reload)",
+            "a listener's settings change through the configuration file and a reload (POST /api/v1/reload); a listener is added with POST /api/v1/listeners and removed with DELETE",
         ),
         (&Method::GET, ["upstreams"]) => {
             let v: Vec<UpstreamView> = services
@@ -381,50 +383,198 @@ fn not_editable(u: &Upstream) -> Resp {
 }
 
 async fn reload(shared: &Arc<Shared>, who: &Who) -> Resp {
-    let Some(tx) = &shared.reload else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this ballast does not take reloads through the API (not started by `ballast run`)",
-        );
-    };
-    let (reply, answer) = tokio::sync::oneshot::channel();
     tracing::info!(target: "ballast::admin", %who, "reload requested");
-    if tx
-        .send(ReloadRequest {
-            who: who.to_string(),
-            reply,
-        })
-        .await
-        .is_err()
-    {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the runtime is shutting down",
-        );
-    }
-    // Bounded: a runtime whose owner does not take reload requests never answers.
-    let Ok(answer) = tokio::time::timeout(std::time::Duration::from_secs(60), answer).await else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the reload was not answered within 60 s",
-        );
-    };
-    match answer {
+    match ask_runtime(shared, who, None).await {
         Ok(Ok(summary)) => json(
             StatusCode::OK,
             &serde_json::json!({ "reloaded": true, "summary": summary }),
         ),
-        Ok(Err(problems)) => json(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &serde_json::json!({
-                "error": "the new configuration is invalid; nothing changed",
-                "problems": problems,
-            }),
-        ),
-        Err(_) => error(
+        Ok(Err(problems)) => refused(problems),
+        Err(resp) => *resp,
+    }
+}
+
+fn refused(problems: Vec<String>) -> Resp {
+    json(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &serde_json::json!({
+            "error": "the new configuration is invalid or needs a restart; nothing changed",
+            "problems": problems,
+        }),
+    )
+}
+
+/// Sends a reload (or a configuration edit) to the runtime's owner and waits, bounded, for the
+/// outcome.
+async fn ask_runtime(
+    shared: &Arc<Shared>,
+    who: &Who,
+    edit: Option<super::ConfigEdit>,
+) -> Result<Result<String, Vec<String>>, Box<Resp>> {
+    let Some(tx) = &shared.reload else {
+        return Err(Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the reload was not answered",
+            "this ballast does not take configuration changes through the API (not started by `ballast run`)",
+        )));
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = ReloadRequest {
+        who: who.to_string(),
+        edit,
+        reply,
+    };
+    if tx.send(request).await.is_err() {
+        return Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the runtime is shutting down",
+        )));
+    }
+    // Bounded: a runtime whose owner does not take requests never answers.
+    match tokio::time::timeout(std::time::Duration::from_secs(60), answer).await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(_)) => Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request was not answered",
+        ))),
+        Err(_) => Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request was not answered within 60 s",
+        ))),
+    }
+}
+
+/// `POST /api/v1/listeners`: a TCP listener to add (`ipvsadm -A`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddListener {
+    /// Its name (unique).
+    pub name: String,
+    /// `IP:port`.
+    pub bind: String,
+    /// The upstream that serves it.
+    pub upstream: String,
+    /// Accept workers; default 1 (0 = one per core).
+    #[serde(default)]
+    pub workers: Option<u32>,
+    /// listen(2) backlog; default as in the configuration file.
+    #[serde(default)]
+    pub backlog: Option<u32>,
+}
+
+/// The listener `add` describes, validated as the configuration file is (defaults filled in), or
+/// every problem found.
+fn listener_config(add: &AddListener) -> Result<crate::config::ListenerConfig, Vec<String>> {
+    // JSON string syntax is valid TOML basic-string syntax, so values cannot break out.
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let mut text = format!(
+        "[[listener]]\nname = {}\nbind = {}\nupstream = {}\nworkers = {}\n",
+        q(&add.name),
+        q(&add.bind),
+        q(&add.upstream),
+        add.workers.unwrap_or(1)
+    );
+    if let Some(b) = add.backlog {
+        text.push_str(&format!("backlog = {b}\n"));
+    }
+    // A stand-in upstream for the cross-reference check; the real one is checked by the edit.
+    text.push_str(&format!(
+        "\n[[upstream]]\nname = {}\n[[upstream.server]]\naddress = \"127.0.0.1:1\"\n",
+        q(&add.upstream)
+    ));
+    let mut config = crate::config::Config::from_str(&text, "<api>").map_err(|e| {
+        e.diagnostics()
+            .iter()
+            .map(|d| format!("{}: {}", d.key, d.message))
+            .collect::<Vec<_>>()
+    })?;
+    config
+        .listeners
+        .pop()
+        .ok_or_else(|| vec!["no listener".to_owned()])
+}
+
+async fn add_listener(shared: &Arc<Shared>, who: &Who, body: &Bytes) -> Resp {
+    let add: AddListener = match parse_body(body) {
+        Ok(a) => a,
+        Err(resp) => return *resp,
+    };
+    let listener = match listener_config(&add) {
+        Ok(l) => l,
+        Err(problems) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": "invalid listener", "problems": problems }),
+            )
+        }
+    };
+    let name = listener.name.clone();
+    let edit: super::ConfigEdit = Box::new(move |config| {
+        if config.listeners.iter().any(|l| l.name == listener.name) {
+            return Err(format!("a listener named {:?} exists", listener.name));
+        }
+        if config.upstream(&listener.upstream).is_none() {
+            return Err(format!("no upstream named {:?}", listener.upstream));
+        }
+        let mut new = config.clone();
+        new.listeners.push(listener);
+        Ok(new)
+    });
+    tracing::info!(target: "ballast::admin", %who, listener = %name, bind = %add.bind,
+        upstream = %add.upstream, "listener add requested");
+    match ask_runtime(shared, who, Some(edit)).await {
+        Ok(Ok(_)) => {
+            let services = shared.services.load_full();
+            match services.listeners.iter().find(|l| l.config.name == name) {
+                Some(l) => {
+                    let queues = super::views::accept_queues(std::slice::from_ref(l)).await;
+                    json(
+                        StatusCode::CREATED,
+                        &listener_view(l, &services.upstreams, &queues),
+                    )
+                }
+                None => error(
+                    StatusCode::CONFLICT,
+                    "the listener was removed again at once",
+                ),
+            }
+        }
+        Ok(Err(problems)) => json(
+            StatusCode::CONFLICT,
+            &serde_json::json!({ "error": "the listener cannot be added; nothing changed", "problems": problems }),
         ),
+        Err(resp) => *resp,
+    }
+}
+
+async fn remove_listener(shared: &Arc<Shared>, who: &Who, name: &str) -> Resp {
+    let wanted = name.to_owned();
+    let edit: super::ConfigEdit = Box::new(move |config| {
+        if !config.listeners.iter().any(|l| l.name == wanted) {
+            return Err(format!("no listener named {wanted:?}"));
+        }
+        if config.listeners.len() == 1 {
+            return Err(format!(
+                "{wanted:?} is the last listener; ballast keeps at least one"
+            ));
+        }
+        let mut new = config.clone();
+        new.listeners.retain(|l| l.name != wanted);
+        Ok(new)
+    });
+    tracing::info!(target: "ballast::admin", %who, listener = %name, "listener removal requested");
+    match ask_runtime(shared, who, Some(edit)).await {
+        Ok(Ok(_)) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "removed": name, "note": "it stopped accepting; its connections go on" }),
+        ),
+        Ok(Err(problems)) if problems.iter().any(|p| p.starts_with("no listener")) => {
+            error(StatusCode::NOT_FOUND, &problems.join("; "))
+        }
+        Ok(Err(problems)) => json(
+            StatusCode::CONFLICT,
+            &serde_json::json!({ "error": "the listener cannot be removed; nothing changed", "problems": problems }),
+        ),
+        Err(resp) => *resp,
     }
 }
 

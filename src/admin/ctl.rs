@@ -127,6 +127,24 @@ pub enum CtlCommand {
     /// Re-read the configuration file and apply it (as SIGHUP does); an invalid file changes
     /// nothing and every problem is printed.
     Reload,
+    /// Add a TCP listener (virtual service, ipvsadm -A) to the running configuration (not to
+    /// the file: a reload from the file drops it).
+    AddListener {
+        /// Its name.
+        name: String,
+        /// IP:port to listen on.
+        bind: String,
+        /// The upstream that serves it.
+        upstream: String,
+        /// Accept workers (0 = one per core).
+        #[arg(long, default_value_t = 1)]
+        workers: u32,
+    },
+    /// Remove a listener (ipvsadm -D): it stops accepting, its connections go on.
+    RemoveListener {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// Runs `ballast ctl`.
@@ -196,6 +214,23 @@ async fn command(client: &Client, cmd: &CtlCommand) -> Result<()> {
             (Method::DELETE, server_path(upstream, server), None)
         }
         CtlCommand::Reload => (Method::POST, "/api/v1/reload".to_owned(), None),
+        CtlCommand::AddListener {
+            name,
+            bind,
+            upstream,
+            workers,
+        } => (
+            Method::POST,
+            "/api/v1/listeners".to_owned(),
+            Some(serde_json::json!({
+                "name": name, "bind": bind, "upstream": upstream, "workers": workers,
+            })),
+        ),
+        CtlCommand::RemoveListener { name } => (
+            Method::DELETE,
+            format!("/api/v1/listeners/{}", escape(name)),
+            None,
+        ),
     };
     let (status, body) = client.request(method, &path, body.as_ref()).await?;
     let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
@@ -221,6 +256,13 @@ async fn command(client: &Client, cmd: &CtlCommand) -> Result<()> {
         ),
         CtlCommand::RemoveServer { upstream, server } => {
             println!("removed {server} from {upstream}")
+        }
+        CtlCommand::AddListener { name, .. } => println!(
+            "added listener {name} on {}",
+            value.get("address").and_then(|a| a.as_str()).unwrap_or("?")
+        ),
+        CtlCommand::RemoveListener { name } => {
+            println!("removed listener {name}; its connections go on")
         }
         _ => {
             let s = |k: &str| {

@@ -9,7 +9,9 @@
 //! | GET | `/metrics` | Prometheus text exposition format ([`metrics`]) |
 //! | GET | `/api/v1/status` | version, pid, configuration file, uptime, counts |
 //! | GET | `/api/v1/listeners` | every listener (virtual service) with its counters and accept queues |
+//! | POST | `/api/v1/listeners` | add a TCP listener (`ipvsadm -A`); body `{"name": "…", "bind": "IP:port", "upstream": "…"}` (optional `workers`, `backlog`) |
 //! | GET | `/api/v1/listeners/{name}` | one listener |
+//! | DELETE | `/api/v1/listeners/{name}` | remove a listener (`ipvsadm -D`): it stops accepting, its connections go on |
 //! | GET | `/api/v1/upstreams` | every upstream with its servers: state, weights, connections, health, bytes, errors, persistence |
 //! | GET | `/api/v1/upstreams/{name}` | one upstream |
 //! | GET | `/api/v1/upstreams/{name}/servers` | its servers |
@@ -132,13 +134,28 @@ impl Services {
     }
 }
 
+/// A change of the running configuration made through the API (a listener added or removed):
+/// it turns the configuration now into the one wanted, or says why it cannot.
+pub type ConfigEdit = Box<dyn FnOnce(&Config) -> Result<Config, String> + Send>;
+
 /// A reload asked for through the API; the answer goes back on `reply`.
-#[derive(Debug)]
 pub struct ReloadRequest {
     /// Who asked (for the log).
     pub who: String,
+    /// `None`: re-read the configuration file. `Some`: apply this edit to the running
+    /// configuration instead (the file is not read, nor written).
+    pub edit: Option<ConfigEdit>,
     /// `Ok(summary)` when the new configuration runs, `Err(every problem)` when nothing changed.
     pub reply: oneshot::Sender<Result<String, Vec<String>>>,
+}
+
+impl std::fmt::Debug for ReloadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadRequest")
+            .field("who", &self.who)
+            .field("edit", &self.edit.is_some())
+            .finish()
+    }
 }
 
 /// State shared by the admin server's connections.

@@ -124,6 +124,20 @@ impl Runtime {
         result
     }
 
+    /// Answers a request of the admin API: re-reads the file, or applies the request's edit to
+    /// the running configuration; either way through [`Runtime::reload`].
+    pub async fn answer(&mut self, request: crate::admin::ReloadRequest) {
+        tracing::info!(by = %request.who, "configuration change asked through the admin API");
+        let result = match request.edit {
+            None => self.reload_file().await,
+            Some(edit) => match edit(&self.config) {
+                Ok(new) => self.reload(new).await,
+                Err(problem) => Err(vec![problem]),
+            },
+        };
+        let _ = request.reply.send(result.map(|s| s.to_string()));
+    }
+
     /// Applies `new` in place; see the module documentation for what is applied and how.
     ///
     /// # Errors
