@@ -60,6 +60,10 @@ fn yes() -> bool {
 
 // === routing ===
 
+/// The answer to a change of a listener's settings.
+const LISTENER_SETTINGS: &str = "a listener's settings change through the configuration file and a reload \
+     (POST /api/v1/reload); a listener is added with POST /api/v1/listeners and removed with DELETE";
+
 /// Serves `/api/v1/{rest}`.
 pub async fn route(
     shared: &Arc<Shared>,
@@ -99,19 +103,26 @@ pub async fn route(
                 .collect();
             json(StatusCode::OK, &v)
         }
-        (&Method::GET, ["listeners", name]) => match services.listeners.iter().find(|l| l.config.name == *name) {
-            Some(l) => {
-                let queues = super::views::accept_queues(std::slice::from_ref(l)).await;
-                json(StatusCode::OK, &listener_view(l, &services.upstreams, &queues))
+        (&Method::GET, ["listeners", name]) => {
+            match services.listeners.iter().find(|l| l.config.name == *name) {
+                Some(l) => {
+                    let queues = super::views::accept_queues(std::slice::from_ref(l)).await;
+                    json(
+                        StatusCode::OK,
+                        &listener_view(l, &services.upstreams, &queues),
+                    )
+                }
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no listener named {name:?}"),
+                ),
             }
-            None => error(StatusCode::NOT_FOUND, &format!("no listener named {name:?}")),
-        },
+        }
         (&Method::POST, ["listeners"]) => add_listener(shared, who, body).await,
         (&Method::DELETE, ["listeners", name]) => remove_listener(shared, who, name).await,
-        (&Method::POST | &Method::PUT | &Method::PATCH | &Method::DELETE, ["listeners", ..]) => error(
-            StatusCode::NOT_IMPLEMENTED,
-            "a listener's settings change through the configuration file and a reload (POST /api/v1/reload); a listener is added with POST /api/v1/listeners and removed with DELETE",
-        ),
+        (&Method::POST | &Method::PUT | &Method::PATCH | &Method::DELETE, ["listeners", ..]) => {
+            error(StatusCode::NOT_IMPLEMENTED, LISTENER_SETTINGS)
+        }
         (&Method::GET, ["upstreams"]) => {
             let v: Vec<UpstreamView> = services
                 .upstreams
@@ -124,11 +135,17 @@ pub async fn route(
         (&Method::POST, ["reload"]) => reload(shared, who).await,
         (_, ["upstreams", name, tail @ ..]) => {
             let Some(u) = services.upstream(name) else {
-                return error(StatusCode::NOT_FOUND, &format!("no upstream named {name:?}"));
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no upstream named {name:?}"),
+                );
             };
             upstream_route(shared, &services, u, who, method, tail, body)
         }
-        _ => error(StatusCode::NOT_FOUND, "no such endpoint; see docs/admin-api.yaml"),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "no such endpoint; see docs/admin-api.yaml",
+        ),
     }
 }
 
