@@ -32,6 +32,13 @@ pub enum Command {
         /// The TOML configuration file.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Serve binary upgrades on this unix socket: a new ballast started with the same
+        /// socket and --takeover receives the listening sockets, then this one drains and exits.
+        #[arg(long, value_name = "PATH")]
+        upgrade_socket: Option<PathBuf>,
+        /// Take the listening sockets over from the ballast serving --upgrade-socket.
+        #[arg(long, requires = "upgrade_socket")]
+        takeover: bool,
     },
     /// Validate a configuration file without running it; prints every problem found.
     Check {
@@ -54,6 +61,9 @@ pub enum Command {
     /// Reads the kernel directly; needs no configuration and no root (root also sees other
     /// users' processes).
     Backlog(BacklogArgs),
+    /// Talk to a running ballast through its admin API: list services and servers as
+    /// `ipvsadm -Ln` does, change weights and states, add and remove servers, reload.
+    Ctl(crate::admin::ctl::CtlArgs),
 }
 
 /// Options of `ballast backlog`.
@@ -95,11 +105,16 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => Config::load(&config)
+        Command::Run {
+            config,
+            upgrade_socket,
+            takeover,
+        } => Config::load(&config)
             .map_err(anyhow::Error::new)
-            .and_then(|cfg| serve(cfg, None)),
+            .and_then(|cfg| serve(cfg, None, upgrade_socket.map(|p| (p, takeover)))),
         Command::Demo { port, print_config } => demo(port, print_config),
         Command::Backlog(args) => backlog(&args),
+        Command::Ctl(args) => crate::admin::ctl::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -268,26 +283,73 @@ fn tokio_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
 
 /// Runs `cfg` until SIGTERM/SIGINT, then shuts down gracefully. `before_stop` runs after the
 /// listeners are up (the demo uses it to print instructions) and returns a token cancelled at exit.
-fn serve(cfg: Config, before_stop: Option<&dyn Fn(&Runtime)>) -> Result<()> {
+fn serve(
+    cfg: Config,
+    before_stop: Option<&dyn Fn(&Runtime)>,
+    upgrade: Option<(PathBuf, bool)>,
+) -> Result<()> {
+    use crate::runtime::upgrade;
     init_logging(&cfg)?;
     crate::runtime::nofile::apply(&cfg);
+    let (inherited, takeover) = match &upgrade {
+        Some((path, true)) => {
+            let (mut inherited, t) = upgrade::takeover(path)
+                .with_context(|| format!("cannot take over through {}", path.display()))?;
+            inherited.defer_admin = cfg.admin.is_some();
+            (inherited, Some(t))
+        }
+        _ => (upgrade::Inherited::default(), None),
+    };
     let rt = tokio_runtime(cfg.global.threads)?;
     rt.block_on(async move {
         let mut signals = Signals::install().context("cannot install signal handlers")?;
         let grace = cfg.global.shutdown_grace;
         let origin = cfg.origin.clone();
-        let runtime = Runtime::start(cfg)
+        let mut runtime = Runtime::start_with(cfg, inherited)
             .await
             .with_context(|| format!("cannot start with {origin}"))?;
         tracing::info!(config = %origin,
             max_connections = runtime.global_limit().max().unwrap_or(0), "ballast running");
+        if let Some(t) = takeover {
+            upgrade::finish_takeover(&mut runtime, t).await;
+        }
+        let upgrades = match &upgrade {
+            Some((path, _)) => Some(
+                upgrade::listen(path)
+                    .with_context(|| format!("cannot listen for upgrades on {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let mut upgraded = false;
         if let Some(f) = before_stop {
             f(&runtime);
         }
+        let mut api_reloads = runtime.take_reload_requests();
         loop {
-            match signals.next().await {
+            let request = tokio::select! {
+                r = signals.next() => r,
+                Some(r) = next_reload(&mut api_reloads) => {
+                    runtime.answer(r).await;
+                    continue;
+                }
+                Some(conn) = upgrade::next_request(&upgrades) => {
+                    if upgrade::serve_handover(&mut runtime, conn).await {
+                        upgraded = true;
+                        break;
+                    }
+                    continue;
+                }
+            };
+            match request {
                 Request::Stop => break,
-                Request::DumpStats => tracing::info!("counters\n{}", runtime.summary()),
+                Request::DumpStats => {
+                    tracing::info!("counters\n{}", runtime.summary());
+                    runtime.reopen_access_log();
+                }
+                Request::Reload => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = runtime.reload_file().await;
+                }
             }
         }
         let abort = runtime.abort_handle();
@@ -308,8 +370,22 @@ fn serve(cfg: Config, before_stop: Option<&dyn Fn(&Runtime)>) -> Result<()> {
             ShutdownOutcome::Aborted(n) => tracing::info!(closed = n, "exiting"),
         }
         tracing::info!("final counters\n{}", summary_at_end());
+        // After an upgrade the socket path belongs to the new process.
+        if let (Some((path, _)), false) = (&upgrade, upgraded) {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(())
     })
+}
+
+/// The next reload request of the admin API; never, without one.
+async fn next_reload(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>>,
+) -> Option<crate::admin::ReloadRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn demo(port: u16, print_config: bool) -> Result<()> {
@@ -362,5 +438,6 @@ fn demo(port: u16, print_config: bool) -> Result<()> {
                 r.config().global.shutdown_grace
             );
         }),
+        None,
     )
 }

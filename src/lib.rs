@@ -18,9 +18,13 @@
 //! | [`backlog`] | accept queues made visible: listening sockets via sock_diag, somaxconn and listen counters, advice (`ballast backlog`) |
 //! | [`runtime`] | start-up, signals, graceful shutdown, the counters table |
 //! | [`vrrp`] | high availability: VRRP v2/v3 instances, Keepalived-compatible; VIPs, GARP, tracking, notify |
+//! | [`access_log`] | one line per TCP connection and HTTP request, written off the data path, reopened on SIGUSR1 |
+//! | [`admin`] | the admin API (JSON, `/api/v1`), Prometheus `/metrics`, the dashboard, the `ballast ctl` client |
 //! | [`demo`] | the embedded default configuration and demo backends behind `ballast demo` |
 //! | [`cli`] | the command line |
 
+pub mod access_log;
+pub mod admin;
 pub mod backlog;
 pub mod cli;
 pub mod config;

@@ -244,6 +244,43 @@ impl Persistence {
         }
     }
 
+    /// Points every entry at `f(server)`, or drops it when `f` says `None` (its server was
+    /// removed from the upstream). Takes each shard's lock once; for admin changes only.
+    pub fn remap(&self, f: impl Fn(usize) -> Option<usize>) {
+        for shard in self.shards.iter() {
+            let Ok(mut shard) = shard.lock() else {
+                continue;
+            };
+            let before = shard.len();
+            shard.retain(|_, e| match f(e.server) {
+                Some(to) => {
+                    e.server = to;
+                    true
+                }
+                None => false,
+            });
+            let removed = (before - shard.len()) as u64;
+            self.stats.entries.fetch_sub(removed, Ordering::Relaxed);
+        }
+    }
+
+    /// Entries per server index (indices at or past `servers` are not counted). Takes each
+    /// shard's lock once; for the admin API, not the data path.
+    pub fn entries_per_server(&self, servers: usize) -> Vec<u64> {
+        let mut out = vec![0u64; servers];
+        for shard in self.shards.iter() {
+            let Ok(shard) = shard.lock() else {
+                continue;
+            };
+            for e in shard.values() {
+                if let Some(n) = out.get_mut(e.server) {
+                    *n += 1;
+                }
+            }
+        }
+        out
+    }
+
     /// How long an entry outlives its client's last connection.
     pub fn timeout(&self) -> Duration {
         self.timeout

@@ -111,6 +111,10 @@ pub(crate) fn group(
     let mut owned = Owned::default();
     for ((pid, local), mut sockets) in groups {
         sockets.sort_by_key(|(fd, _)| *fd);
+        // One socket held through several fds (dup(2): ballast keeps a copy of each listening
+        // socket for a binary upgrade) is one worker, at its lowest fd.
+        let mut seen = std::collections::HashSet::new();
+        sockets.retain(|(_, s)| seen.insert(s.inode));
         let cfg = configs
             .entry(pid)
             .or_insert_with(|| process_config(pid, notes));
@@ -244,5 +248,36 @@ mod tests {
         assert_eq!(l.truncated, Truncation::No);
         assert_eq!(owned.socket(11).map(|b| b.worker), Some(1));
         assert!(owned.socket(12).is_none());
+    }
+
+    #[test]
+    fn a_socket_held_through_two_fds_is_one_worker() {
+        let local: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let s = |inode| ListenSocket {
+            local,
+            queue: 0,
+            max: Some(128),
+            uid: 0,
+            inode,
+            drops: None,
+        };
+        let found = vec![s(10), s(11)];
+        let holder = |fd| Holder {
+            process: Process {
+                pid: PID,
+                comm: "ballast".into(),
+            },
+            fd,
+        };
+        let holders: HashMap<u64, Vec<Holder>> = [
+            (10, vec![holder(7), holder(20)]),
+            (11, vec![holder(8), holder(21)]),
+        ]
+        .into_iter()
+        .collect();
+        let pids: HashMap<u32, bool> = [(PID, true)].into_iter().collect();
+        let owned = group(&found, &holders, &pids, Some(4096), &mut Vec::new());
+        let inodes: Vec<u64> = owned.listeners[0].workers.iter().map(|w| w.inode).collect();
+        assert_eq!(inodes, vec![10, 11]);
     }
 }

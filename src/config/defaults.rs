@@ -134,3 +134,7 @@ pub const MAX_FLOWS_MAX: usize = 4_194_304;
 pub const RESPONSES_MAX: u32 = 1_000_000;
 /// `health_check.query_name` (dns): the root, which every resolver can answer.
 pub const CHECK_QUERY_NAME: &str = ".";
+
+/// `admin.bind`: 127.0.0.1:8404, HAProxy's conventional stats port (9090 is Prometheus' own).
+pub const ADMIN_BIND: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8404);

@@ -23,6 +23,7 @@ pub use crate::proxy::proxy_protocol::{TrustedSources, Version as ProxyVersion};
 use crate::scheduler::SchedulerKind;
 pub use crate::tls::{CertSource, ServerVerification};
 
+mod admin;
 pub mod defaults;
 mod toml;
 mod udp;
@@ -31,6 +32,10 @@ pub mod vrrp;
 pub use vrrp::{VrrpInstanceConfig, VrrpVersion};
 
 pub use udp::{UdpCheckConfig, UdpListenerConfig};
+
+pub use admin::{
+    AccessLogConfig, AccessLogFormat, AccessLogTarget, AdminBind, AdminConfig, AdminToken,
+};
 
 #[cfg(test)]
 mod tests;
@@ -51,6 +56,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// VRRP instances (`[[vrrp.instance]]`), in file order; empty when there is no `[vrrp]`.
     pub vrrp: Vec<VrrpInstanceConfig>,
+    /// The admin API, metrics and dashboard (`[admin]`); `None` = not served (no `[admin]`).
+    pub admin: Option<AdminConfig>,
 }
 
 /// Process-wide settings: the `[global]` table.
@@ -71,6 +78,9 @@ pub struct Global {
     /// listeners (HAProxy global `maxconn`). `max` 0 (the default) means derived at start from
     /// the file-descriptor limit (see [`crate::runtime::nofile`]).
     pub connections: ConnectionLimit,
+    /// `access_log` and `access_log_format`: one line per TCP connection and HTTP request.
+    /// `None` = off (default).
+    pub access_log: Option<AccessLogConfig>,
 }
 
 /// A limit on open client connections and where accepting resumes once it was reached.

@@ -89,7 +89,7 @@ t!(
 t!(
     unknown_key_without_a_close_match_has_no_guess,
     concat!("[global]\ncolour = \"red\"\n", listener!(), upstream!()),
-    ["ballast.toml:2:1: global.colour: unknown key; allowed: log_level, log_format, threads, shutdown_grace, max_connections, resume_at"]
+    ["ballast.toml:2:1: global.colour: unknown key; allowed: log_level, log_format, threads, shutdown_grace, max_connections, resume_at, access_log, access_log_format"]
 );
 
 t!(
@@ -120,7 +120,7 @@ t!(
 t!(
     unknown_top_level_table,
     concat!("[listeners]\n", upstream!()),
-    ["ballast.toml:1:2: listeners: unknown key; allowed: global, listener, upstream, vrrp; did you mean listener?"]
+    ["ballast.toml:1:2: listeners: unknown key; allowed: global, listener, upstream, vrrp, admin; did you mean listener?"]
 );
 
 t!(
@@ -500,6 +500,7 @@ fn complete_file_builds_the_expected_model() {
                 max: 0,
                 resume_at: 100,
             },
+            access_log: None,
         },
         listeners: vec![ListenerConfig {
             name: "web".to_owned(),
@@ -572,6 +573,7 @@ fn complete_file_builds_the_expected_model() {
                 },
             ],
         }],
+        admin: None,
     };
     assert_eq!(c.global, expected.global);
     assert_eq!(c.listeners[0], expected.listeners[0]);

@@ -51,6 +51,21 @@ pub(crate) struct ConfigToml {
     pub(crate) upstream: Vec<Spanned<UpstreamToml>>,
     /// `[vrrp]`, optional: VRRP instances.
     pub(crate) vrrp: Option<Spanned<VrrpToml>>,
+    /// `[admin]`, optional: the admin API, metrics and dashboard.
+    #[serde(default)]
+    pub(crate) admin: Option<Spanned<AdminToml>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdminToml {
+    /// `bind`: `IP:port`, or a unix socket path (absolute, or `unix:PATH`).
+    pub(crate) bind: Option<Spanned<String>>,
+    /// `token`: the bearer token, inline.
+    pub(crate) token: Option<Spanned<String>>,
+    /// `token_file`: a file holding the bearer token.
+    pub(crate) token_file: Option<Spanned<String>>,
 }
 
 /// `[global]`.
@@ -69,6 +84,10 @@ pub(crate) struct GlobalToml {
     pub(crate) max_connections: Option<Spanned<i64>>,
     /// `resume_at`: percent of `max_connections` at which accepting resumes.
     pub(crate) resume_at: Option<Spanned<i64>>,
+    /// `access_log`: `stdout` or a path.
+    pub(crate) access_log: Option<Spanned<String>>,
+    /// `access_log_format`: `text` or `json`.
+    pub(crate) access_log_format: Option<Spanned<String>>,
 }
 
 /// One `[[listener]]`.

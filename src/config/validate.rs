@@ -42,6 +42,8 @@ use super::toml::{
 use super::{Config, Global, ListenerConfig, LogFormat, Protocol, ServerConfig, UpstreamConfig};
 use crate::scheduler::SchedulerKind;
 
+#[path = "validate_admin.rs"]
+mod admin;
 #[path = "validate_health.rs"]
 mod health;
 #[path = "validate_http.rs"]
@@ -165,6 +167,7 @@ pub(crate) fn validate(raw: &ConfigToml, src: &Source<'_>) -> Result<Config, Vec
     v.cross_check(raw);
     let vrrp = v.vrrp(raw);
     v.udp_cross_check(raw);
+    let admin = v.admin(raw.admin.as_ref());
 
     if v.diags.is_empty() {
         Ok(Config {
@@ -173,6 +176,7 @@ pub(crate) fn validate(raw: &ConfigToml, src: &Source<'_>) -> Result<Config, Vec
             listeners,
             upstreams,
             vrrp,
+            admin,
         })
     } else {
         let mut diags = v.diags;
@@ -237,6 +241,7 @@ impl Validator<'_, '_> {
             ),
             shutdown_grace,
             connections: self.global_limit(raw),
+            access_log: self.access_log(raw),
         }
     }
 

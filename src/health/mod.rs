@@ -281,6 +281,10 @@ impl Checker {
                 () = self.server.state.wake.notified() => {}
                 () = sleep => {}
             }
+            // Removed from its upstream at runtime (admin API): nothing left to watch.
+            if !self.upstream.contains(&self.server) {
+                return;
+            }
             let now = Instant::now();
 
             // A passive-check ejection raised by the data path.
@@ -368,6 +372,7 @@ impl Checker {
             if let Err(why) = &result {
                 last_failure.clone_from(why);
             }
+            record_check(&self.server, &result);
             match machine.observe(result.is_ok()) {
                 Some(Transition::Down) => {
                     let reason = if cfg.fall == 1 {
@@ -427,6 +432,10 @@ impl Checker {
         };
         let upstream = self.upstream.name();
         let server = self.server.address();
+        self.server
+            .state
+            .transitions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match t {
             Transition::Up => tracing::info!(%upstream, %server, index = self.index,
                 from = old, to = new, %reason, "server state changed"),
@@ -456,6 +465,67 @@ impl Checker {
             );
         }
     }
+}
+
+/// Keeps the outcome of a check for the admin API.
+fn record_check(server: &Server, result: &Result<(), String>) {
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let last = crate::upstream::LastCheck {
+        ok: result.is_ok(),
+        reason: result.as_ref().err().cloned().unwrap_or_default(),
+        unix_ms,
+    };
+    *server
+        .state
+        .last_check
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(last);
+}
+
+/// Starts the checker of a server added at runtime (the admin API), when its upstream has active
+/// or passive checks; `None` when it has neither. The task ends when `stop` is cancelled or the
+/// server is removed again.
+///
+/// # Errors
+/// When a `tls` or HTTPS check's CA file cannot be used.
+pub fn spawn_server(
+    upstream: &Arc<Upstream>,
+    server: &Arc<Server>,
+    stop: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, HealthError> {
+    let cfg = &upstream.config.health;
+    let active = match &cfg.check {
+        Some(check) if server.config.check => {
+            let probe = Probe::new(check, upstream.config.http.tls.as_ref()).map_err(|source| {
+                HealthError {
+                    upstream: upstream.name().to_owned(),
+                    source,
+                }
+            })?;
+            Some((check.clone(), Arc::new(probe)))
+        }
+        _ => None,
+    };
+    if active.is_none() && cfg.passive.is_none() {
+        return Ok(None);
+    }
+    let index = upstream
+        .snapshot()
+        .servers
+        .iter()
+        .position(|s| Arc::ptr_eq(s, server))
+        .unwrap_or(usize::MAX);
+    let checker = Checker {
+        upstream: Arc::clone(upstream),
+        server: Arc::clone(server),
+        index,
+        active,
+        notifier: Notifier::default(),
+        stop: stop.clone(),
+    };
+    Ok(Some(tokio::spawn(checker.run())))
 }
 
 /// How often a slow-start ramp updates the weight: 20 steps over the ramp, at most 4 a second.

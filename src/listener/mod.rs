@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::config::ListenerConfig;
 
 pub mod accept;
+pub mod http_stats;
 pub mod limit;
 pub mod refusals;
 pub mod socket;
@@ -66,6 +67,8 @@ pub struct ListenerStats {
     pub paused_now: AtomicU64,
     /// Rate limits of the refusal log lines.
     pub refusals: Refusals,
+    /// HTTP responses by status class and their latency (HTTP listeners).
+    pub http: http_stats::HttpStats,
 }
 
 impl ListenerStats {
@@ -91,6 +94,7 @@ impl ListenerStats {
             refusals: Refusals::default(),
             queue_full: AtomicU64::new(0),
             queue_timeouts: AtomicU64::new(0),
+            http: http_stats::HttpStats::default(),
         }
     }
 

@@ -31,6 +31,8 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     /// Routes and per-server connection pools, for HTTP listeners.
     pub http: Option<Arc<http::HttpRoutes>>,
+    /// Where access-log lines go; `None` = no access log.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 /// Decrements the listener's active count when the connection ends, however it ends.

@@ -28,6 +28,7 @@ use crate::upstream::{Refusal, Tried};
 
 use super::proxy_protocol::write_header;
 use super::{client_addresses, ActiveGuard, Route};
+use crate::access_log;
 
 /// Serves one accepted client connection to its end.
 pub async fn serve(
@@ -36,6 +37,7 @@ pub async fn serve(
     route: Arc<Route>,
     abort: CancellationToken,
 ) {
+    let started = std::time::Instant::now();
     let listener = &route.listener;
     let upstream = &route.upstream;
     listener.stats.active.fetch_add(1, Ordering::Relaxed);
@@ -94,6 +96,7 @@ pub async fn serve(
                 server.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(server = %addr, error = %e, "cannot send the PROXY header");
                 reset_on_close(&client);
+                access_log::tcp(&route, peer, Some(addr), "proxy_error", (0, 0), started);
                 return;
             }
         }
@@ -118,6 +121,15 @@ pub async fn serve(
                 .spliced
                 .fetch_add(u64::from(outcome.spliced), Ordering::Relaxed);
         }
+        let ended = match outcome.end {
+            RelayEnd::Closed => "closed",
+            RelayEnd::Aborted => "aborted",
+            RelayEnd::IdleTimeout => "idle_timeout",
+            RelayEnd::Reset(Side::Client, _) => "client_reset",
+            RelayEnd::Reset(Side::Server, _) => "server_reset",
+        };
+        let bytes = (outcome.to_server, outcome.to_client);
+        access_log::tcp(&route, peer, Some(addr), ended, bytes, started);
         match outcome.end {
             RelayEnd::Closed | RelayEnd::Aborted => {}
             RelayEnd::IdleTimeout => {
@@ -149,6 +161,7 @@ pub async fn serve(
     tracing::debug!(listener = %lcfg.name, upstream = %ucfg.name, %peer, tried = tried.len(),
         "no server available; closing client connection");
     reset_on_close(&client);
+    access_log::tcp(&route, peer, None, "no_server", (0, 0), started);
 }
 
 /// Connects to `addr` within `timeout`.

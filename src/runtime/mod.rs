@@ -25,8 +25,10 @@ use crate::proxy::Route;
 use crate::upstream::Upstream;
 
 pub mod nofile;
+pub mod reload;
 pub mod signals;
 pub mod summary;
+pub mod upgrade;
 
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,12 @@ pub enum RuntimeError {
     /// Health checks could not be set up.
     #[error(transparent)]
     Health(#[from] crate::health::HealthError),
+    /// The admin server could not start.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+    /// The access log file could not be opened.
+    #[error("cannot open the access log")]
+    AccessLog(#[source] std::io::Error),
     /// A listening socket could not be handed to the async runtime.
     #[error("listener \"{listener}\": cannot register socket with the runtime")]
     Register {
@@ -100,6 +108,17 @@ pub struct Runtime {
     global_limit: Arc<Gate>,
     /// VRRP instances, when `[vrrp]` is configured.
     vrrp: Option<crate::vrrp::Vrrp>,
+    /// The admin API server (`[admin]`), and the reloads it asks for until someone takes them.
+    admin: Option<crate::admin::AdminServer>,
+    reload_requests: Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>>,
+    /// Per listener (indexed like `listeners`): stops its workers alone (a reload removed it).
+    listener_stops: Vec<CancellationToken>,
+    /// The access log, when `[global] access_log` is set.
+    access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// Per listener (indexed like `listeners`): copies of its listening sockets, for a binary
+    /// upgrade to hand over. Dropped when the listener stops, so a stopped listener's sockets
+    /// really close (refusing, not queueing, new connections).
+    listener_fds: Vec<Vec<std::os::fd::OwnedFd>>,
 }
 
 impl Runtime {
@@ -109,6 +128,19 @@ impl Runtime {
     /// # Errors
     /// The first listener that cannot be bound; nothing is left listening then.
     pub async fn start(config: Config) -> Result<Runtime, RuntimeError> {
+        Runtime::start_with(config, upgrade::Inherited::default()).await
+    }
+
+    /// As [`Runtime::start`], with listening sockets inherited from an old process (binary
+    /// upgrade, [`upgrade`]): a listener with a matching inherited socket set uses it instead
+    /// of binding.
+    ///
+    /// # Errors
+    /// As [`Runtime::start`].
+    pub async fn start_with(
+        config: Config,
+        mut inherited: upgrade::Inherited,
+    ) -> Result<Runtime, RuntimeError> {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -126,11 +158,20 @@ impl Runtime {
                 })?;
             http_upstreams.push(Arc::new(hu));
         }
+        let access_log = match &config.global.access_log {
+            Some(c) => {
+                Some(crate::access_log::AccessLog::start(c).map_err(RuntimeError::AccessLog)?)
+            }
+            None => None,
+        };
         // Bind everything first: all or nothing.
         let mut bound = Vec::with_capacity(config.listeners.len());
         let is_udp = |l: &&crate::config::ListenerConfig| l.protocol == Protocol::Udp;
         for lc in config.listeners.iter().filter(|l| !is_udp(l)) {
-            bound.push(listener::bind(lc)?);
+            bound.push(match inherited.take(lc) {
+                Some(b) => b,
+                None => listener::bind(lc)?,
+            });
         }
         let mut udp_bound = Vec::new();
         for lc in config.listeners.iter().filter(is_udp) {
@@ -144,6 +185,8 @@ impl Runtime {
         let tracker = TaskTracker::new();
         let mut workers = JoinSet::new();
         let mut listeners = Vec::with_capacity(bound.len());
+        let mut listener_stops = Vec::with_capacity(bound.len());
+        let mut listener_fds = Vec::with_capacity(bound.len());
         for (lc, b) in config.listeners.iter().filter(|l| !is_udp(l)).zip(bound) {
             let listener = Arc::new(Listener {
                 config: lc.clone(),
@@ -183,7 +226,11 @@ impl Runtime {
                 listener: Arc::clone(&listener),
                 upstream: Arc::clone(upstream),
                 http,
+                access_log: access_log.clone(),
             });
+            let listener_stop = reload::listener_token(&stop_accepting);
+            listener_stops.push(listener_stop.clone());
+            listener_fds.push(upgrade_copies(&b.sockets));
             let effective_backlog = b.effective_backlog(lc.backlog);
             for (index, socket) in b.sockets.into_iter().enumerate() {
                 // `AsyncFd::new` is deprecated because it is unsound for a type whose
@@ -201,7 +248,7 @@ impl Runtime {
                     index,
                     socket,
                     route: Arc::clone(&route),
-                    stop_accepting: stop_accepting.clone(),
+                    stop_accepting: listener_stop.clone(),
                     abort: abort.clone(),
                     tracker: tracker.clone(),
                     global_limit: Arc::clone(&global_limit),
@@ -231,14 +278,34 @@ impl Runtime {
                 listener: lc.name.clone(),
                 source,
             };
-            let udp = crate::proxy::udp::start(lc, b, upstream, &stop_accepting, &abort, &tracker);
+            // Indexed like `listeners`, as the TCP ones: a stop of its own, no sockets to hand
+            // over in a binary upgrade (a new process binds UDP afresh).
+            let stop = stop_accepting.child_token();
+            let udp = crate::proxy::udp::start(lc, b, upstream, &stop, &abort, &tracker);
             listeners.push(udp.map_err(register)?);
+            listener_stops.push(stop);
+            listener_fds.push(Vec::new());
         }
 
         // VRRP last: listeners bound to a VIP already listen (IP_FREEBIND) when it arrives.
         let vrrp = (!config.vrrp.is_empty())
             .then(|| crate::vrrp::Vrrp::start(&config.vrrp, |name| vrrp_probe(&upstreams, name)));
+        let (admin, reload_requests) = if inherited.defer_admin {
+            (None, None)
+        } else {
+            crate::admin::start_for(&config, &listeners, &upstreams, &stop_checks)
+                .await?
+                .unzip()
+        };
+        if let (Some(a), Some(log)) = (&admin, &access_log) {
+            let _ = a.shared.access_log.set(Arc::clone(log));
+        }
         Ok(Runtime {
+            admin,
+            reload_requests,
+            listener_stops,
+            listener_fds,
+            access_log,
             config,
             listeners,
             upstreams,
@@ -296,6 +363,10 @@ impl Runtime {
         if let Some(vrrp) = self.vrrp.take() {
             vrrp.shutdown().await;
         }
+        if let Some(admin) = self.admin.take() {
+            admin.stop().await;
+        }
+        self.listener_fds.clear();
         self.stop_accepting.cancel();
         self.stop_checks.cancel();
         if let Some(checkers) = self.checkers.take() {
@@ -315,6 +386,7 @@ impl Runtime {
             .await
             .is_ok()
         {
+            self.flush_access_log().await;
             return ShutdownOutcome::Drained;
         }
         let left = self.tracker.len();
@@ -326,6 +398,7 @@ impl Runtime {
         self.abort.cancel();
         // Aborted relays return at their next poll; this wait is short but still bounded.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        self.flush_access_log().await;
         ShutdownOutcome::Aborted(left)
     }
 }
@@ -407,4 +480,107 @@ fn vrrp_probe(upstreams: &[Arc<Upstream>], name: &str) -> Option<crate::vrrp::Up
             .iter()
             .any(|s| !s.sorry && s.is_usable() && s.config.weight > 0)
     }))
+}
+
+impl Runtime {
+    /// Where the admin API listens (the port filled in when the configuration said 0); `None`
+    /// without `[admin]`.
+    pub fn admin_bind(&self) -> Option<&crate::config::AdminBind> {
+        self.admin.as_ref().map(|a| &a.bind)
+    }
+
+    /// The reload requests the admin API forwards (`POST /api/v1/reload`), for whoever applies
+    /// reloads; `None` without `[admin]` or once taken.
+    pub fn take_reload_requests(
+        &mut self,
+    ) -> Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>> {
+        self.reload_requests.take()
+    }
+}
+
+impl Runtime {
+    /// Reopens the access log file (SIGUSR1, after logrotate moved it).
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
+    }
+
+    /// Access-log entries dropped because the writer could not keep up.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.access_log.as_ref().map_or(0, |l| l.dropped())
+    }
+
+    /// Waits (bounded) until every access-log line so far is written.
+    pub async fn flush_access_log(&self) {
+        if let Some(log) = self.access_log.clone() {
+            let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
+        }
+    }
+}
+
+/// Copies of a listener's sockets for a later handover (fds that cannot be copied are left out,
+/// and that listener is then bound afresh by the new process).
+fn upgrade_copies(sockets: &[std::net::TcpListener]) -> Vec<std::os::fd::OwnedFd> {
+    sockets
+        .iter()
+        .filter_map(|s| s.try_clone().ok())
+        .map(std::os::fd::OwnedFd::from)
+        .collect()
+}
+
+impl Runtime {
+    /// Every listener's sockets, for a new process taking over ([`upgrade::hand_over`]).
+    pub fn handover_sockets(&self) -> Vec<(upgrade::Header, Vec<std::os::fd::OwnedFd>)> {
+        self.listeners
+            .iter()
+            .zip(&self.listener_fds)
+            .filter(|(l, fds)| fds.len() == l.stats.accepted.len())
+            .map(|(l, fds)| {
+                let header = upgrade::Header {
+                    name: l.config.name.clone(),
+                    bind: l.config.bind,
+                    local: l.local_addr,
+                    workers: fds.len(),
+                };
+                (
+                    header,
+                    fds.iter().filter_map(|f| f.try_clone().ok()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Stops the admin server (the old process of an upgrade frees its address).
+    pub async fn stop_admin(&mut self) {
+        if let Some(admin) = self.admin.take() {
+            admin.stop().await;
+        }
+    }
+
+    /// Starts the admin server if the configuration has one and it is not running (after
+    /// [`upgrade::Inherited::defer_admin`]).
+    ///
+    /// # Errors
+    /// When it cannot listen.
+    pub async fn start_admin(&mut self) -> Result<(), RuntimeError> {
+        if self.admin.is_some() {
+            return Ok(());
+        }
+        if let Some((admin, rx)) = crate::admin::start_for(
+            &self.config,
+            &self.listeners,
+            &self.upstreams,
+            &self.stop_checks,
+        )
+        .await?
+        {
+            if let Some(log) = &self.access_log {
+                let _ = admin.shared.access_log.set(Arc::clone(log));
+            }
+            self.admin = Some(admin);
+            self.reload_requests = Some(rx);
+        }
+        Ok(())
+    }
 }

@@ -4,7 +4,8 @@
 //! |-----------------|--------|
 //! | SIGTERM, SIGINT | graceful stop: stop accepting, let connections finish for `shutdown_grace`, exit 0 |
 //! | the same again  | stop now: close every connection and exit 0 |
-//! | SIGUSR1         | log a table of listeners, upstreams and per-server counters |
+//! | SIGUSR1         | log a table of listeners, upstreams and per-server counters; reopen the access log file |
+//! | SIGHUP          | reload: re-read the configuration file and apply it in place ([`super::reload`]) |
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -15,6 +16,8 @@ pub enum Request {
     Stop,
     /// SIGUSR1.
     DumpStats,
+    /// SIGHUP.
+    Reload,
 }
 
 /// Listens for the signals ballast handles.
@@ -23,6 +26,7 @@ pub struct Signals {
     term: Signal,
     int: Signal,
     usr1: Signal,
+    hup: Signal,
 }
 
 impl Signals {
@@ -35,6 +39,7 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             usr1: signal(SignalKind::user_defined1())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
@@ -44,6 +49,7 @@ impl Signals {
             _ = self.term.recv() => Request::Stop,
             _ = self.int.recv() => Request::Stop,
             _ = self.usr1.recv() => Request::DumpStats,
+            _ = self.hup.recv() => Request::Reload,
         }
     }
 }

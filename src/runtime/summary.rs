@@ -84,7 +84,7 @@ pub fn render(listeners: &[Arc<Listener>], upstreams: &[Arc<Upstream>]) -> Strin
                 format!("{}{role} [{state}]", server.address())
             };
             let weight =
-                u64::from(server.config.weight) * u64::from(server.state.weight_permille()) / 1000;
+                u64::from(server.state.weight()) * u64::from(server.state.weight_permille()) / 1000;
             let _ = writeln!(
                 out,
                 "  -> {:<24} {:>6}  {:>10}  {:>5}  {:>8}  {:>6}  {:>7}  {:>8}",

@@ -31,12 +31,14 @@ use crate::config::{ServerConfig, UpstreamConfig};
 use crate::persistence::{Hold, Persistence};
 use crate::scheduler::{server_id, PickContext, SchedServer, Scheduler};
 
+mod edit;
 mod queue;
 mod state;
 mod tried;
 
+pub use edit::EditError;
 pub use queue::{Queue, Refusal};
-pub use state::{ServerState, StateFlags, FULL_WEIGHT};
+pub use state::{LastCheck, ServerState, StateFlags, FULL_WEIGHT};
 pub use tried::Tried;
 
 /// Counters of one server. All are monotonic except `active`.
@@ -431,7 +433,7 @@ impl Upstream {
         let any_usable = snapshot
             .servers
             .iter()
-            .any(|s| !s.sorry && s.is_usable() && s.config.weight > 0);
+            .any(|s| !s.sorry && s.is_usable() && s.state.weight() > 0);
         if any_usable {
             return None;
         }
@@ -451,7 +453,7 @@ impl Upstream {
         let server = snapshot.servers.get(index)?;
         if tried.contains(index)
             || server.sorry
-            || server.config.weight == 0
+            || server.state.weight() == 0
             || !server.accepts_bound()
             || !server.has_room()
         {

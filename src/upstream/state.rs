@@ -73,6 +73,24 @@ pub struct ServerState {
     pub(crate) fails_since_ms: AtomicU64,
     /// Wakes the server's checker when passive checks eject it.
     pub(crate) wake: tokio::sync::Notify,
+    /// The weight the operator gave the server: `weight` of the configuration at start, changed
+    /// at runtime through the admin API (`ipvsadm -e -w`). Read when snapshots are built.
+    weight: AtomicU32,
+    /// What the checker found last, for the admin API; `None` before the first check.
+    pub(crate) last_check: std::sync::Mutex<Option<LastCheck>>,
+    /// Health transitions (up to down and back) since start.
+    pub(crate) transitions: AtomicU64,
+}
+
+/// The outcome of the last active check of a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastCheck {
+    /// Whether it passed.
+    pub ok: bool,
+    /// Why it failed (empty when it passed).
+    pub reason: String,
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub unix_ms: u64,
 }
 
 impl ServerState {
@@ -91,7 +109,33 @@ impl ServerState {
             fails: AtomicU32::new(0),
             fails_since_ms: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
+            weight: AtomicU32::new(config.weight),
+            last_check: std::sync::Mutex::new(None),
+            transitions: AtomicU64::new(0),
         }
+    }
+
+    /// The operator's weight now (see the field).
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Sets the operator's weight; the caller then rebuilds the upstream's snapshot.
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    /// The last active check's outcome, if any ran.
+    pub fn last_check(&self) -> Option<LastCheck> {
+        self.last_check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Health transitions since start.
+    pub fn transitions(&self) -> u64 {
+        self.transitions.load(Ordering::Relaxed)
     }
 
     /// The flags now.
@@ -156,7 +200,7 @@ pub(super) fn effective_weights(servers: &[Arc<Server>]) -> Box<[u32]> {
     servers
         .iter()
         .map(|s| {
-            let w = u64::from(s.config.weight) * scale;
+            let w = u64::from(s.state.weight()) * scale;
             let p = u64::from(s.state.weight_permille());
             let weighted = match p {
                 _ if s.sorry || w == 0 || p == 0 => 0,

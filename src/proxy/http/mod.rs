@@ -194,7 +194,36 @@ pub async fn serve(
         let seen = Arc::clone(&seen);
         async move {
             let _busy = seen.begin();
-            Ok::<_, Infallible>(handle(req, &ctx).await)
+            let started = std::time::Instant::now();
+            let logged = ctx.route.access_log.as_ref().map(|log| {
+                let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                (Arc::clone(log), req.method().to_string(), path.to_owned())
+            });
+            let resp = handle(req, &ctx).await;
+            let stats = &ctx.route.listener.stats.http;
+            stats.record(resp.status().as_u16(), started.elapsed());
+            let pending = logged.map(|(log, method, path)| {
+                Box::new(crate::access_log::Pending {
+                    log,
+                    listener: ctx.route.listener.config.name.clone(),
+                    client: ctx.peer,
+                    method,
+                    path,
+                    status: resp.status().as_u16(),
+                    started,
+                    server: resp
+                        .extensions()
+                        .get::<crate::access_log::ServedBy>()
+                        .map(|s| s.0),
+                    request_id: resp
+                        .headers()
+                        .get(&ctx.request_id)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_owned(),
+                })
+            });
+            Ok::<_, Infallible>(resp.map(|b| crate::access_log::Logged::new(b, pending)))
         }
     });
     let idle = (&*activity, cfg.header_timeout);
@@ -289,7 +318,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     Svc: hyper::service::Service<
             Request<Incoming>,
-            Response = Response<ProxyBody>,
+            Response = Response<crate::access_log::Logged<ProxyBody>>,
             Error = Infallible,
         > + Send
         + 'static,
@@ -763,7 +792,9 @@ async fn send(
                 max_idle: ucfg.http.keepalive_pool,
                 _guard: guard,
             }));
-            let resp = Response::from_parts(parts, body);
+            let mut resp = Response::from_parts(parts, body);
+            resp.extensions_mut()
+                .insert(crate::access_log::ServedBy(server.address()));
             if server_error {
                 // Nothing has reached the client yet: a retry may still take its place.
                 return Err(Failed {

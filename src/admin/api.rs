@@ -1,0 +1,634 @@
+//! `/api/v1`: JSON views of listeners, upstreams and servers built from the live state, and the
+//! runtime changes (`ipvsadm -a/-e/-d`, drain, disable, enable, reload). See [`super`] for the
+//! endpoint table.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, StatusCode};
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+
+use super::views::{listener_view, upstream_view, ListenerView, StatusView, UpstreamView};
+use super::{ReloadRequest, Resp, Shared, Who};
+use crate::config::{AdminState, ServerConfig};
+use crate::upstream::Upstream;
+
+// === requests ===
+
+/// `PATCH …/servers/{address}`: what to change (`ipvsadm -e`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditServer {
+    /// A new weight, 0..=65535.
+    pub weight: Option<u32>,
+    /// A new operator state: `active`, `draining` or `disabled`.
+    pub state: Option<String>,
+}
+
+/// `POST …/servers`: a server to add (`ipvsadm -a`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddServer {
+    /// `IP:port`.
+    pub address: String,
+    /// Weight, 0..=65535. Default 1.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// `max_connections`; 0 = unlimited (default).
+    #[serde(default)]
+    pub max_connections: u32,
+    /// A backup server. Default false.
+    #[serde(default)]
+    pub backup: bool,
+    /// Run the upstream's active check against it. Default true.
+    #[serde(default = "yes")]
+    pub check: bool,
+    /// Operator state to start in: `active` (default), `draining`, `disabled`.
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+// === routing ===
+
+/// The answer to a change of a listener's settings.
+const LISTENER_SETTINGS: &str = "a listener's settings change through the configuration file and a reload \
+     (POST /api/v1/reload); a listener is added with POST /api/v1/listeners and removed with DELETE";
+
+/// Serves `/api/v1/{rest}`.
+pub async fn route(
+    shared: &Arc<Shared>,
+    who: &Who,
+    method: &Method,
+    rest: &[&str],
+    body: &Bytes,
+) -> Resp {
+    let services = shared.services.load_full();
+    match (method, rest) {
+        (&Method::GET, ["status"]) => {
+            let servers = services
+                .upstreams
+                .iter()
+                .map(|u| u.snapshot().servers.iter().filter(|s| !s.sorry).count())
+                .sum();
+            json(
+                StatusCode::OK,
+                &StatusView {
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    pid: std::process::id(),
+                    config: shared.origin.clone(),
+                    uptime_secs: shared.started.elapsed().map_or(0, |d| d.as_secs()),
+                    listeners: services.listeners.len(),
+                    upstreams: services.upstreams.len(),
+                    servers,
+                    vrrp: None,
+                },
+            )
+        }
+        (&Method::GET, ["listeners"]) => {
+            let queues = super::views::accept_queues(&services.listeners).await;
+            let v: Vec<ListenerView> = services
+                .listeners
+                .iter()
+                .map(|l| listener_view(l, &services.upstreams, &queues))
+                .collect();
+            json(StatusCode::OK, &v)
+        }
+        (&Method::GET, ["listeners", name]) => {
+            match services.listeners.iter().find(|l| l.config.name == *name) {
+                Some(l) => {
+                    let queues = super::views::accept_queues(std::slice::from_ref(l)).await;
+                    json(
+                        StatusCode::OK,
+                        &listener_view(l, &services.upstreams, &queues),
+                    )
+                }
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no listener named {name:?}"),
+                ),
+            }
+        }
+        (&Method::POST, ["listeners"]) => add_listener(shared, who, body).await,
+        (&Method::DELETE, ["listeners", name]) => remove_listener(shared, who, name).await,
+        (&Method::POST | &Method::PUT | &Method::PATCH | &Method::DELETE, ["listeners", ..]) => {
+            error(StatusCode::NOT_IMPLEMENTED, LISTENER_SETTINGS)
+        }
+        (&Method::GET, ["upstreams"]) => {
+            let v: Vec<UpstreamView> = services
+                .upstreams
+                .iter()
+                .map(|u| upstream_view(u, editable(&services, u)))
+                .collect();
+            json(StatusCode::OK, &v)
+        }
+        (&Method::GET, ["vrrp"]) => error(StatusCode::NOT_FOUND, "no VRRP instance is configured"),
+        (&Method::POST, ["reload"]) => reload(shared, who).await,
+        (_, ["upstreams", name, tail @ ..]) => {
+            let Some(u) = services.upstream(name) else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no upstream named {name:?}"),
+                );
+            };
+            upstream_route(shared, &services, u, who, method, tail, body)
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "no such endpoint; see docs/admin-api.yaml",
+        ),
+    }
+}
+
+fn editable(services: &super::Services, u: &Upstream) -> bool {
+    !services.http_upstreams.iter().any(|n| n == u.name())
+}
+
+fn upstream_route(
+    shared: &Arc<Shared>,
+    services: &super::Services,
+    u: &Arc<Upstream>,
+    who: &Who,
+    method: &Method,
+    tail: &[&str],
+    body: &Bytes,
+) -> Resp {
+    match (method, tail) {
+        (&Method::GET, []) => json(StatusCode::OK, &upstream_view(u, editable(services, u))),
+        (&Method::GET, ["servers"]) => json(
+            StatusCode::OK,
+            &upstream_view(u, editable(services, u)).servers,
+        ),
+        (&Method::POST, ["servers"]) => add_server(shared, services, u, who, body),
+        (_, ["servers", address, action @ ..]) => {
+            let Ok(address) = address.parse::<SocketAddr>() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{address:?} is not IP:port"),
+                );
+            };
+            let found = u
+                .snapshot()
+                .servers
+                .iter()
+                .position(|s| s.address() == address);
+            let Some(index) = found else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!("upstream {:?} has no server {address}", u.name()),
+                );
+            };
+            match (method, action) {
+                (&Method::GET, []) => {
+                    let view = upstream_view(u, editable(services, u));
+                    match view.servers.into_iter().nth(index) {
+                        Some(s) => json(StatusCode::OK, &s),
+                        None => error(StatusCode::NOT_FOUND, "the server was just removed"),
+                    }
+                }
+                (&Method::PATCH | &Method::PUT, []) => {
+                    let edit: EditServer = match parse_body(body) {
+                        Ok(e) => e,
+                        Err(resp) => return *resp,
+                    };
+                    edit_server(u, index, address, who, edit.weight, edit.state.as_deref())
+                }
+                (&Method::DELETE, []) => remove_server(services, u, address, who),
+                (&Method::POST, ["drain"]) => {
+                    edit_server(u, index, address, who, None, Some("draining"))
+                }
+                (&Method::POST, ["disable"]) => {
+                    edit_server(u, index, address, who, None, Some("disabled"))
+                }
+                (&Method::POST, ["enable"]) => {
+                    edit_server(u, index, address, who, None, Some("active"))
+                }
+                _ => error(
+                    StatusCode::NOT_FOUND,
+                    "no such endpoint; see docs/admin-api.yaml",
+                ),
+            }
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "no such endpoint; see docs/admin-api.yaml",
+        ),
+    }
+}
+
+fn parse_state(s: &str) -> Option<AdminState> {
+    match s {
+        "active" | "enable" | "enabled" | "ready" => Some(AdminState::Active),
+        "draining" | "drain" => Some(AdminState::Draining),
+        "disabled" | "disable" | "maint" => Some(AdminState::Disabled),
+        _ => None,
+    }
+}
+
+fn edit_server(
+    u: &Arc<Upstream>,
+    index: usize,
+    address: SocketAddr,
+    who: &Who,
+    weight: Option<u32>,
+    state: Option<&str>,
+) -> Resp {
+    let state = match state.map(|s| (s, parse_state(s))) {
+        Some((s, None)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("state {s:?} is not one of: active, draining, disabled"),
+            )
+        }
+        Some((_, Some(st))) => Some(st),
+        None => None,
+    };
+    if weight.is_none() && state.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "nothing to change; give weight and/or state",
+        );
+    }
+    if let Some(w) = weight.filter(|&w| w > 65535) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("weight {w} is out of range; allowed: 0..=65535"),
+        );
+    }
+    if u.snapshot().servers.get(index).is_some_and(|s| s.sorry) {
+        return error(
+            StatusCode::CONFLICT,
+            "the sorry server has no weight or state to change; change sorry_server in the configuration",
+        );
+    }
+    if let Some(w) = weight {
+        match u.set_weight(address, w) {
+            Ok(old) => tracing::info!(target: "ballast::admin", %who, upstream = %u.name(),
+                server = %address, from = old, to = w, "weight changed"),
+            Err(e) => return error(StatusCode::NOT_FOUND, &e.to_string()),
+        }
+    }
+    if let Some(st) = state {
+        let reason = format!("admin API, {who}");
+        u.set_server_state(index, st, &reason);
+    }
+    let view = upstream_view(u, true);
+    match view.servers.into_iter().nth(index) {
+        Some(s) => json(StatusCode::OK, &s),
+        None => error(StatusCode::NOT_FOUND, "the server was just removed"),
+    }
+}
+
+fn add_server(
+    shared: &Arc<Shared>,
+    services: &super::Services,
+    u: &Arc<Upstream>,
+    who: &Who,
+    body: &Bytes,
+) -> Resp {
+    if !editable(services, u) {
+        return not_editable(u);
+    }
+    let add: AddServer = match parse_body(body) {
+        Ok(a) => a,
+        Err(resp) => return *resp,
+    };
+    let Ok(address) = add.address.parse::<SocketAddr>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "address {:?} is not IP:port, such as \"10.0.0.1:80\"",
+                add.address
+            ),
+        );
+    };
+    if address.port() == 0 || address.ip().is_unspecified() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("{address} cannot be connected to; expected the server's IP and port"),
+        );
+    }
+    if add.weight > 65535 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("weight {} is out of range; allowed: 0..=65535", add.weight),
+        );
+    }
+    let state = match add.state.as_deref().map(|s| (s, parse_state(s))) {
+        None => AdminState::Active,
+        Some((_, Some(st))) => st,
+        Some((s, None)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("state {s:?} is not one of: active, draining, disabled"),
+            )
+        }
+    };
+    let config = ServerConfig {
+        address,
+        weight: add.weight,
+        max_connections: add.max_connections,
+        backup: add.backup,
+        check: add.check,
+        check_port: None,
+        state,
+    };
+    let server = match u.add_server(config) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::CONFLICT, &e.to_string()),
+    };
+    if let Err(e) = crate::health::spawn_server(u, &server, &shared.stop_checks) {
+        tracing::warn!(target: "ballast::admin", upstream = %u.name(), server = %address,
+            error = %e, "added server has no health checks");
+    }
+    tracing::info!(target: "ballast::admin", %who, upstream = %u.name(), server = %address,
+        weight = add.weight, backup = add.backup, "server added");
+    let view = upstream_view(u, true);
+    match view
+        .servers
+        .into_iter()
+        .find(|s| s.address == address.to_string())
+    {
+        Some(s) => json(StatusCode::CREATED, &s),
+        None => error(StatusCode::CONFLICT, "the server was removed again at once"),
+    }
+}
+
+fn remove_server(
+    services: &super::Services,
+    u: &Arc<Upstream>,
+    address: SocketAddr,
+    who: &Who,
+) -> Resp {
+    if !editable(services, u) {
+        return not_editable(u);
+    }
+    match u.remove_server(address) {
+        Ok(server) => {
+            let active = server.active();
+            tracing::info!(target: "ballast::admin", %who, upstream = %u.name(), server = %address,
+                established = active, "server removed; its established connections go on");
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "removed": address.to_string(), "established_connections": active }),
+            )
+        }
+        Err(e @ crate::upstream::EditError::NoSuchServer { .. }) => {
+            error(StatusCode::NOT_FOUND, &e.to_string())
+        }
+        Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
+fn not_editable(u: &Upstream) -> Resp {
+    error(
+        StatusCode::CONFLICT,
+        &format!(
+            "upstream {:?} serves an HTTP listener, whose connection pools are per server: add or remove its servers in the configuration and reload; weight and state changes work",
+            u.name()
+        ),
+    )
+}
+
+async fn reload(shared: &Arc<Shared>, who: &Who) -> Resp {
+    tracing::info!(target: "ballast::admin", %who, "reload requested");
+    match ask_runtime(shared, who, None).await {
+        Ok(Ok(summary)) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "reloaded": true, "summary": summary }),
+        ),
+        Ok(Err(problems)) => refused(problems),
+        Err(resp) => *resp,
+    }
+}
+
+fn refused(problems: Vec<String>) -> Resp {
+    json(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &serde_json::json!({
+            "error": "the new configuration is invalid or needs a restart; nothing changed",
+            "problems": problems,
+        }),
+    )
+}
+
+/// Sends a reload (or a configuration edit) to the runtime's owner and waits, bounded, for the
+/// outcome.
+async fn ask_runtime(
+    shared: &Arc<Shared>,
+    who: &Who,
+    edit: Option<super::ConfigEdit>,
+) -> Result<Result<String, Vec<String>>, Box<Resp>> {
+    let Some(tx) = &shared.reload else {
+        return Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this ballast does not take configuration changes through the API (not started by `ballast run`)",
+        )));
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = ReloadRequest {
+        who: who.to_string(),
+        edit,
+        reply,
+    };
+    if tx.send(request).await.is_err() {
+        return Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the runtime is shutting down",
+        )));
+    }
+    // Bounded: a runtime whose owner does not take requests never answers.
+    match tokio::time::timeout(std::time::Duration::from_secs(60), answer).await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(_)) => Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request was not answered",
+        ))),
+        Err(_) => Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request was not answered within 60 s",
+        ))),
+    }
+}
+
+/// `POST /api/v1/listeners`: a TCP listener to add (`ipvsadm -A`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddListener {
+    /// Its name (unique).
+    pub name: String,
+    /// `IP:port`.
+    pub bind: String,
+    /// The upstream that serves it.
+    pub upstream: String,
+    /// Accept workers; default 1 (0 = one per core).
+    #[serde(default)]
+    pub workers: Option<u32>,
+    /// listen(2) backlog; default as in the configuration file.
+    #[serde(default)]
+    pub backlog: Option<u32>,
+}
+
+/// The listener `add` describes, validated as the configuration file is (defaults filled in), or
+/// every problem found.
+fn listener_config(add: &AddListener) -> Result<crate::config::ListenerConfig, Vec<String>> {
+    // JSON string syntax is valid TOML basic-string syntax, so values cannot break out.
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let mut text = format!(
+        "[[listener]]\nname = {}\nbind = {}\nupstream = {}\nworkers = {}\n",
+        q(&add.name),
+        q(&add.bind),
+        q(&add.upstream),
+        add.workers.unwrap_or(1)
+    );
+    if let Some(b) = add.backlog {
+        text.push_str(&format!("backlog = {b}\n"));
+    }
+    // A stand-in upstream for the cross-reference check; the real one is checked by the edit.
+    text.push_str(&format!(
+        "\n[[upstream]]\nname = {}\n[[upstream.server]]\naddress = \"127.0.0.1:1\"\n",
+        q(&add.upstream)
+    ));
+    let mut config = crate::config::Config::from_str(&text, "<api>").map_err(|e| {
+        e.diagnostics()
+            .iter()
+            .map(|d| format!("{}: {}", d.key, d.message))
+            .collect::<Vec<_>>()
+    })?;
+    config
+        .listeners
+        .pop()
+        .ok_or_else(|| vec!["no listener".to_owned()])
+}
+
+async fn add_listener(shared: &Arc<Shared>, who: &Who, body: &Bytes) -> Resp {
+    let add: AddListener = match parse_body(body) {
+        Ok(a) => a,
+        Err(resp) => return *resp,
+    };
+    let listener = match listener_config(&add) {
+        Ok(l) => l,
+        Err(problems) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": "invalid listener", "problems": problems }),
+            )
+        }
+    };
+    let name = listener.name.clone();
+    let edit: super::ConfigEdit = Box::new(move |config| {
+        if config.listeners.iter().any(|l| l.name == listener.name) {
+            return Err(format!("a listener named {:?} exists", listener.name));
+        }
+        if config.upstream(&listener.upstream).is_none() {
+            return Err(format!("no upstream named {:?}", listener.upstream));
+        }
+        let mut new = config.clone();
+        new.listeners.push(listener);
+        Ok(new)
+    });
+    tracing::info!(target: "ballast::admin", %who, listener = %name, bind = %add.bind,
+        upstream = %add.upstream, "listener add requested");
+    match ask_runtime(shared, who, Some(edit)).await {
+        Ok(Ok(_)) => {
+            let services = shared.services.load_full();
+            match services.listeners.iter().find(|l| l.config.name == name) {
+                Some(l) => {
+                    let queues = super::views::accept_queues(std::slice::from_ref(l)).await;
+                    json(
+                        StatusCode::CREATED,
+                        &listener_view(l, &services.upstreams, &queues),
+                    )
+                }
+                None => error(
+                    StatusCode::CONFLICT,
+                    "the listener was removed again at once",
+                ),
+            }
+        }
+        Ok(Err(problems)) => json(
+            StatusCode::CONFLICT,
+            &serde_json::json!({ "error": "the listener cannot be added; nothing changed", "problems": problems }),
+        ),
+        Err(resp) => *resp,
+    }
+}
+
+async fn remove_listener(shared: &Arc<Shared>, who: &Who, name: &str) -> Resp {
+    let wanted = name.to_owned();
+    let edit: super::ConfigEdit = Box::new(move |config| {
+        if !config.listeners.iter().any(|l| l.name == wanted) {
+            return Err(format!("no listener named {wanted:?}"));
+        }
+        if config.listeners.len() == 1 {
+            return Err(format!(
+                "{wanted:?} is the last listener; ballast keeps at least one"
+            ));
+        }
+        let mut new = config.clone();
+        new.listeners.retain(|l| l.name != wanted);
+        Ok(new)
+    });
+    tracing::info!(target: "ballast::admin", %who, listener = %name, "listener removal requested");
+    match ask_runtime(shared, who, Some(edit)).await {
+        Ok(Ok(_)) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "removed": name, "note": "it stopped accepting; its connections go on" }),
+        ),
+        Ok(Err(problems)) if problems.iter().any(|p| p.starts_with("no listener")) => {
+            error(StatusCode::NOT_FOUND, &problems.join("; "))
+        }
+        Ok(Err(problems)) => json(
+            StatusCode::CONFLICT,
+            &serde_json::json!({ "error": "the listener cannot be removed; nothing changed", "problems": problems }),
+        ),
+        Err(resp) => *resp,
+    }
+}
+
+// === helpers ===
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Resp>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("the body is not the expected JSON: {e}"),
+        ))
+    })
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    respond(status, "application/json", Bytes::from(body))
+}
+
+/// `{"error": why}` with `status`.
+pub fn error(status: StatusCode, why: &str) -> Resp {
+    json(status, &serde_json::json!({ "error": why }))
+}
+
+/// A response with a body and its content type.
+pub fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp {
+    let mut resp = http::Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
