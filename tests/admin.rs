@@ -714,3 +714,51 @@ fn the_openapi_description_and_the_endpoint_table_agree() {
     assert!(documented.len() > 10, "{documented:?}");
     assert_eq!(documented, table);
 }
+
+#[tokio::test]
+async fn vrrp_instances_are_shown_in_the_api_and_the_metrics() {
+    // An interface that does not exist: the instance runs (and waits for it) without touching
+    // the host's network, so this needs no root.
+    let text = r#"[admin]
+bind = "127.0.0.1:0"
+
+[vrrp]
+[[vrrp.instance]]
+name = "VI_9"
+interface = "ballast-none0"
+virtual_router_id = 9
+priority = 90
+advert_int = "1s"
+virtual_ipaddress = ["192.0.2.9/24"]
+"#;
+    let cfg = Config::from_str(text, "vrrp.toml").expect("valid");
+    let rt = Runtime::start(cfg).await.expect("starts");
+    let admin = ballast::config::AdminBind::Tcp(admin_addr(&rt));
+    let client = Client::new(admin, None);
+    let (status, v) = call(&client, Method::GET, "/api/v1/vrrp", None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let i = &v[0];
+    assert_eq!(i["name"], "VI_9");
+    assert_eq!(i["virtual_router_id"], 9);
+    assert_eq!(i["base_priority"], 90);
+    assert_eq!(i["virtual_ipaddress"], json!(["192.0.2.9/24"]));
+    assert!(
+        ["INIT", "FAULT"].contains(&i["state"].as_str().unwrap_or("")),
+        "no interface, so neither MASTER nor BACKUP: {i}"
+    );
+    let (status, s) = call(&client, Method::GET, "/api/v1/status", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s["vrrp"][0]["name"], "VI_9");
+    let (status, bytes) = client
+        .request(Method::GET, "/metrics", None)
+        .await
+        .expect("metrics");
+    assert_eq!(status, StatusCode::OK);
+    let metrics = String::from_utf8_lossy(&bytes);
+    assert!(
+        metrics.contains("ballast_vrrp_priority{instance=\"VI_9\"} 90"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ballast_vrrp_state{instance=\"VI_9\",state=\"MASTER\"} 0"));
+    rt.shutdown(std::time::Duration::from_secs(1)).await;
+}

@@ -90,7 +90,10 @@ pub async fn route(
                     listeners: services.listeners.len(),
                     upstreams: services.upstreams.len(),
                     servers,
-                    vrrp: None,
+                    vrrp: shared
+                        .vrrp
+                        .get()
+                        .map(|v| v.iter().map(|i| i.view()).collect()),
                 },
             )
         }
@@ -131,7 +134,13 @@ pub async fn route(
                 .collect();
             json(StatusCode::OK, &v)
         }
-        (&Method::GET, ["vrrp"]) => error(StatusCode::NOT_FOUND, "no VRRP instance is configured"),
+        (&Method::GET, ["vrrp"]) => match shared.vrrp.get() {
+            Some(v) => json(
+                StatusCode::OK,
+                &v.iter().map(|i| i.view()).collect::<Vec<_>>(),
+            ),
+            None => error(StatusCode::NOT_FOUND, "no VRRP instance is configured"),
+        },
         (&Method::POST, ["reload"]) => reload(shared, who).await,
         (_, ["upstreams", name, tail @ ..]) => {
             let Some(u) = services.upstream(name) else {

@@ -84,6 +84,14 @@ pub mod names {
     pub const CONFIG_LAST_RELOAD_OK: &str = "ballast_config_last_reload_successful";
     /// Counter: access-log lines dropped because the writer could not keep up.
     pub const ACCESS_LOG_DROPPED: &str = "ballast_access_log_dropped_total";
+    /// Gauge: 1 for the state each VRRP instance is in, per instance and state.
+    pub const VRRP_STATE: &str = "ballast_vrrp_state";
+    /// Gauge: effective VRRP priority, per instance.
+    pub const VRRP_PRIORITY: &str = "ballast_vrrp_priority";
+    /// Counter: VRRP state transitions, per instance and state entered.
+    pub const VRRP_TRANSITIONS: &str = "ballast_vrrp_transitions_total";
+    /// Counter: VRRP packets dropped, per instance and reason.
+    pub const VRRP_DROPPED: &str = "ballast_vrrp_dropped_total";
 }
 
 /// Serves `GET /metrics`. The accept queues take one netlink round trip, run off the async
@@ -172,6 +180,68 @@ fn render_process(shared: &Shared, text: &mut String) {
         &[],
         u8::from(r.last_ok.load(Ordering::Relaxed)),
     );
+    if let Some(instances) = shared.vrrp.get() {
+        o.family(
+            VRRP_STATE,
+            "gauge",
+            "1 for the state each VRRP instance is in, 0 for the others.",
+        );
+        for i in instances {
+            let now = i.state().as_str();
+            for state in ["INIT", "BACKUP", "MASTER", "FAULT"] {
+                o.sample(
+                    VRRP_STATE,
+                    &[("instance", i.config.name.as_str()), ("state", state)],
+                    u8::from(state == now),
+                );
+            }
+        }
+        o.family(
+            VRRP_PRIORITY,
+            "gauge",
+            "Effective VRRP priority (base plus tracking weights).",
+        );
+        for i in instances {
+            o.sample(
+                VRRP_PRIORITY,
+                &[("instance", i.config.name.as_str())],
+                i.priority(),
+            );
+        }
+        o.family(
+            VRRP_TRANSITIONS,
+            "counter",
+            "VRRP state transitions, by the state entered.",
+        );
+        for i in instances {
+            let st = &i.stats;
+            for (to, n) in [
+                ("MASTER", &st.became_master),
+                ("BACKUP", &st.became_backup),
+                ("FAULT", &st.became_fault),
+            ] {
+                o.sample(
+                    VRRP_TRANSITIONS,
+                    &[("instance", i.config.name.as_str()), ("to", to)],
+                    n.load(Ordering::Relaxed),
+                );
+            }
+        }
+        o.family(
+            VRRP_DROPPED,
+            "counter",
+            "VRRP packets received and dropped, by reason.",
+        );
+        for i in instances {
+            for (reason, n) in i.drops() {
+                o.sample(
+                    VRRP_DROPPED,
+                    &[("instance", i.config.name.as_str()), ("reason", reason)],
+                    n,
+                );
+            }
+        }
+    }
     if let Some(log) = shared.access_log.get() {
         o.family(
             ACCESS_LOG_DROPPED,

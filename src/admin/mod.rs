@@ -23,7 +23,7 @@
 //! | POST | `/api/v1/upstreams/{name}/servers/{address}/disable` | maintenance: no connections, no checks |
 //! | POST | `/api/v1/upstreams/{name}/servers/{address}/enable` | back to active |
 //! | POST | `/api/v1/reload` | re-read and apply the configuration file, as SIGHUP does |
-//! | GET | `/api/v1/vrrp` | VRRP state (404 while no VRRP instance is configured) |
+//! | GET | `/api/v1/vrrp` | VRRP instances: state, priority, counters, drops by reason (404 without `[vrrp]`) |
 //!
 //! `docs/admin-api.yaml` is the OpenAPI description. Errors are `{"error": "…"}` with a status
 //! that says whose fault it is (400 bad input, 401 no or wrong token, 404 unknown name, 409 a
@@ -175,6 +175,8 @@ pub struct Shared {
     pub reloads: ReloadStats,
     /// The runtime's access log, when it has one (for its drop counter).
     pub access_log: std::sync::OnceLock<Arc<crate::access_log::AccessLog>>,
+    /// The VRRP instances, when `[vrrp]` is configured.
+    pub vrrp: std::sync::OnceLock<Vec<Arc<crate::vrrp::InstanceStatus>>>,
     token: Option<String>,
     /// Whether reads need the token too (the bind is reachable from other hosts).
     reads_need_token: bool,
@@ -267,6 +269,7 @@ pub async fn spawn(
             ..ReloadStats::default()
         },
         access_log: std::sync::OnceLock::new(),
+        vrrp: std::sync::OnceLock::new(),
         reads_need_token: !config.bind.is_local(),
         token,
     });

@@ -300,6 +300,9 @@ impl Runtime {
         if let (Some(a), Some(log)) = (&admin, &access_log) {
             let _ = a.shared.access_log.set(Arc::clone(log));
         }
+        if let (Some(a), Some(v)) = (&admin, &vrrp) {
+            let _ = a.shared.vrrp.set(v.instances().to_vec());
+        }
         Ok(Runtime {
             admin,
             reload_requests,
@@ -577,6 +580,9 @@ impl Runtime {
         {
             if let Some(log) = &self.access_log {
                 let _ = admin.shared.access_log.set(Arc::clone(log));
+            }
+            if let Some(v) = &self.vrrp {
+                let _ = admin.shared.vrrp.set(v.instances().to_vec());
             }
             self.admin = Some(admin);
             self.reload_requests = Some(rx);

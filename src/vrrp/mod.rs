@@ -119,6 +119,41 @@ impl InstanceStatus {
         self.priority.load(Ordering::Relaxed)
     }
 
+    /// The instance as the admin API shows it: configuration, state and counters.
+    pub fn view(&self) -> serde_json::Value {
+        let c = &self.config;
+        let st = &self.stats;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let drops: serde_json::Map<String, serde_json::Value> = self
+            .drops()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into()))
+            .collect();
+        serde_json::json!({
+            "name": c.name,
+            "interface": c.interface,
+            "virtual_router_id": c.vrid,
+            "state": self.state().as_str(),
+            "priority": self.priority(),
+            "base_priority": c.priority,
+            "advert_int_ms": u64::try_from(c.advert_int.as_millis()).unwrap_or(u64::MAX),
+            "virtual_ipaddress": c
+                .virtual_ipaddress
+                .iter()
+                .map(|v| format!("{}/{}", v.addr, v.prefix_len))
+                .collect::<Vec<_>>(),
+            "adverts_sent": n(&st.adverts_sent),
+            "adverts_received": n(&st.adverts_received),
+            "priority_zero_received": n(&st.priority_zero_received),
+            "send_errors": n(&st.send_errors),
+            "became_master": n(&st.became_master),
+            "became_backup": n(&st.became_backup),
+            "became_fault": n(&st.became_fault),
+            "address_errors": n(&st.address_errors),
+            "dropped": drops,
+        })
+    }
+
     /// Drops so far, by reason, leaving out reasons never seen.
     pub fn drops(&self) -> Vec<(&'static str, u64)> {
         DropReason::ALL
