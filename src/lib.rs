@@ -17,6 +17,7 @@
 //! | [`tls`] | certificates and key files, SNI selection, ALPN, server verification: rustls configs for both sides |
 //! | [`backlog`] | accept queues made visible: listening sockets via sock_diag, somaxconn and listen counters, advice (`ballast backlog`) |
 //! | [`runtime`] | start-up, signals, graceful shutdown, the counters table |
+//! | [`import`] | Keepalived, nginx and ipvsadm-save configurations read and turned into ballast TOML (`ballast import`, `run --keepalived`) |
 //! | [`demo`] | the embedded default configuration and demo backends behind `ballast demo` |
 //! | [`cli`] | the command line |
 
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod import;
 pub mod listener;
 pub mod persistence;
 pub mod proxy;
