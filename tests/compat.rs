@@ -390,6 +390,7 @@ async fn ipvsadm_tutorial_runs_round_robin() {
     assert_eq!(distinct.len(), 3, "{seq:?}");
     // No checks in ipvsadm: a stopped server costs clients nothing (the connect is retried).
     backends[0].kill();
+    refused(backends[0].addr).await;
     for _ in 0..6 {
         let who = tcp_exchange(vip)
             .await
@@ -397,6 +398,16 @@ async fn ipvsadm_tutorial_runs_round_robin() {
         assert_ne!(who, "rs1");
     }
     rt.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Waits until connects to `addr` are refused (a killed backend's listener is dropped at its
+/// task's next poll).
+async fn refused(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "{addr} still accepts");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[allow(dead_code)]
