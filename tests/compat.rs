@@ -85,7 +85,7 @@ fn golden(dir: &str) {
     let mut entries: Vec<_> = std::fs::read_dir(Path::new("tests/compat").join(dir))
         .expect("corpus dir")
         .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x != "toml"))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "conf" || x == "rules"))
         .collect();
     entries.sort();
     for path in entries {
@@ -405,7 +405,10 @@ async fn ipvsadm_tutorial_runs_round_robin() {
 async fn refused(addr: SocketAddr) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while tokio::net::TcpStream::connect(addr).await.is_ok() {
-        assert!(tokio::time::Instant::now() < deadline, "{addr} still accepts");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} still accepts"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
