@@ -131,6 +131,11 @@ fn keepalived_corpus_matches_golden_files() {
 }
 
 #[test]
+fn nginx_corpus_matches_golden_files() {
+    golden("nginx");
+}
+
+#[test]
 fn ipvsadm_corpus_matches_golden_files() {
     golden("ipvsadm");
 }

@@ -1175,7 +1175,7 @@ fn emit_vrrp(plan: &mut Plan, v: &Vrrp) {
             t.push(format!("{k} = {}", q(cmd)));
         }
         for o in &i.other {
-            t.push(format!("# keepalived: {o}"));
+            t.push(format!("keepalived: {o}"));
         }
     }
     for s in &v.scripts {
@@ -1209,7 +1209,7 @@ fn emit_vrrp(plan: &mut Plan, v: &Vrrp) {
     }
     for n in v.sync_groups.iter().chain(&v.global).chain(&v.other) {
         t.push(format!(
-            "# keepalived ({}): {} {}",
+            "keepalived ({}): {} {}",
             n.at,
             n.name,
             n.args.join(" ")

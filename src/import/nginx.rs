@@ -348,6 +348,7 @@ const IGNORED: &[&str] = &[
     "proxy_send_timeout",
     "send_timeout",
     "keepalive_requests",
+    "keepalive_timeout",
     "zone",
     "proxy_request_buffering",
     "proxy_ignore_client_abort",

@@ -128,7 +128,7 @@ pub(super) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
     candidates
         .iter()
         .map(|c| (distance(word, c), *c))
-        .filter(|(d, c)| *d <= 2.min(c.len() / 2 + 1))
+        .filter(|(d, c)| *d > 0 && *d <= 2.min(c.len() / 2 + 1))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
