@@ -168,9 +168,12 @@ fn error_of(format: Format, name: &str, text: &str, extra: &[(&str, &str)]) -> S
     }
 }
 
+/// (name, text, files beside it, expected message).
+type ErrorCase<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn keepalived_errors_name_the_file_line_and_directive() {
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    let cases: &[ErrorCase] = &[
         (
             "typo",
             "virtual_server 10.0.0.1 80 {\n    lb_algoo rr\n    real_server 10.0.1.1 80 {\n    }\n}\n",
@@ -248,6 +251,58 @@ fn ipvsadm_errors_name_the_line() {
     ];
     for (name, text, want) in cases {
         let got = error_of(Format::Ipvsadm, &format!("{name}.rules"), text, &[]);
+        assert_eq!(&got, want, "case {name}");
+    }
+}
+
+#[test]
+fn nginx_errors_name_the_file_line_and_directive() {
+    let cases: &[ErrorCase] = &[
+        (
+            "typo",
+            "http {\n    upstream b { server 10.0.1.1:80; }\n    server {\n        listen 80;\n        location / { proxy_pas http://b; }\n    }\n}\n",
+            &[],
+            "DIR/typo.conf:5: proxy_pas: unknown or unsupported directive in location; did you mean proxy_pass?",
+        ),
+        (
+            "semicolon",
+            "http {\n    upstream b {\n        server 10.0.1.1:80\n    }\n}\n",
+            &[],
+            "DIR/semicolon.conf:3: server: missing ; at the end of the directive",
+        ),
+        (
+            "unbalanced",
+            "http {\n    upstream b {\n        server 10.0.1.1:80;\n}\n",
+            &[],
+            "DIR/unbalanced.conf:1: unbalanced braces: this { is never closed",
+        ),
+        (
+            "bad-include",
+            "http {\n    include sites/*.conf;\n}\n",
+            &[],
+            "DIR/bad-include.conf:2: include \"sites/*.conf\": cannot read directory DIR/sites: No such file or directory (os error 2)",
+        ),
+        (
+            "hostname",
+            "http {\n    upstream b { server app.internal:8080; }\n}\n",
+            &[],
+            "DIR/hostname.conf:2: server app.internal:8080: host names are not resolved by ballast; write an IP address (IP:PORT)",
+        ),
+        (
+            "regex",
+            "http {\n    upstream b { server 10.0.1.1:80; }\n    server {\n        listen 80;\n        location ~ \\.php$ { proxy_pass http://b; }\n    }\n}\n",
+            &[],
+            "DIR/regex.conf:5: location ~ \\.php$: regular-expression locations are not supported; ballast routes by exact path and prefix",
+        ),
+        (
+            "udp",
+            "stream {\n    upstream dns { server 10.0.1.1:53; }\n    server {\n        listen 53 udp;\n        proxy_pass dns;\n    }\n}\n",
+            &[],
+            "DIR/udp.conf:4: UDP virtual services need ballast's UDP listeners, which this version does not have yet",
+        ),
+    ];
+    for (name, text, extra, want) in cases {
+        let got = error_of(Format::Nginx, &format!("{name}.conf"), text, extra);
         assert_eq!(&got, want, "case {name}");
     }
 }

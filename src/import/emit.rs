@@ -63,14 +63,6 @@ impl Table {
         &mut self.children[last].1
     }
 
-    /// The first sub-table under `header`.
-    pub(super) fn find_child(&mut self, header: &str) -> Option<&mut Table> {
-        self.children
-            .iter_mut()
-            .find(|(h, _)| *h == header)
-            .map(|(_, t)| t)
-    }
-
     /// Sub-tables under `header`, to change.
     pub(super) fn children_mut<'a>(
         &'a mut self,
@@ -123,13 +115,6 @@ impl Plan {
         if !self.ignored.iter().any(|(n, _)| n == name) {
             self.ignored.push((name.to_string(), at.clone()));
         }
-    }
-
-    /// The upstream named `name`.
-    pub(super) fn upstream(&mut self, name: &str) -> Option<&mut Table> {
-        self.upstreams
-            .iter_mut()
-            .find(|u| u.get("name").and_then(Value::as_str) == Some(name))
     }
 
     /// The TOML text, with a header that says where it came from.

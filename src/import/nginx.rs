@@ -1008,7 +1008,10 @@ impl Mapper {
                     (r.upstream.clone(), r.at.clone())
                 }
                 None => {
-                    self.error(&at, "server: no location with proxy_pass; ballast has nothing to send requests to");
+                    // Said once, and not as a consequence of an error already reported.
+                    if self.problems.is_empty() {
+                        self.error(&at, "server: no location with proxy_pass; ballast has nothing to send requests to");
+                    }
                     return;
                 }
             },
