@@ -481,3 +481,70 @@ async fn http_get(vip: SocketAddr, path: &str) -> String {
         .map(|(_, body, _)| body)
         .unwrap_or_default()
 }
+
+// === the binary ===
+
+fn ballast() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+}
+
+/// `ballast check --keepalived`, `ballast import ipvsadm -` and the exclusive `-c`.
+#[test]
+fn the_command_line_imports_checks_and_refuses_two_sources() {
+    let tmp = materialise("keepalived", &golden_values(), "cli");
+    let file = tmp.join("tutorial-dr.conf");
+    let out = ballast()
+        .args(["check", "--keepalived"])
+        .arg(&file)
+        .output()
+        .expect("run ballast check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("ok (1 listeners, 1 upstreams, 3 servers)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("lb_kind DR: ballast is a full proxy"),
+        "{stderr}"
+    );
+
+    let both = ballast()
+        .args(["run", "-c", "x.toml", "--keepalived"])
+        .arg(&file)
+        .output()
+        .expect("run ballast");
+    assert_eq!(
+        both.status.code(),
+        Some(2),
+        "-c and --keepalived together are a usage error"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    let mut child = ballast()
+        .args(["import", "ipvsadm", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ballast import");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"-A -t 10.0.0.1:80 -s wrr\n-a -t 10.0.0.1:80 -r 10.0.1.1:8080 -m -w 2\n")
+            .expect("write rules");
+    }
+    let out = child.wait_with_output().expect("ballast import exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("address = \"10.0.1.1:8080\"  # from <stdin>:2"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("scheduler = \"wrr\"  # from <stdin>:1"),
+        "{stdout}"
+    );
+}
