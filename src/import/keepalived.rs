@@ -705,6 +705,10 @@ impl Mapper {
                     }
                     for u in n.kids() {
                         let a = u.arg(0).unwrap_or_default();
+                        if u.name == "path" && u.args.len() > 1 {
+                            self.error(&u.at, format!("path {}: takes one value; write each directive on a line of its own", u.args.join(" ")));
+                            continue;
+                        }
                         match u.name.as_str() {
                             "path" if kind == "http" => check.path = Some((a.to_string(), u.at.clone())),
                             "status_code" if kind == "http" => {
