@@ -428,6 +428,48 @@ async fn keepalived_tutorial_runs_with_persistence_and_checks() {
     rt.shutdown(Duration::from_secs(1)).await;
 }
 
+/// HTTP_GET checks on a weighted virtual server: weights 3, 1, 1 share 3:1:1, and a server whose
+/// /health answers 503 is taken out by the check and brought back when it answers 200 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalived_http_get_checks_take_a_failing_server_out() {
+    let (backends, vip, values) = loopback(Kind::Http).await;
+    let rt = run_imported("keepalived", "http-get.conf", &values).await;
+    let upstream = format!("vs-127.0.0.1-{}", vip.port());
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..25 {
+        let mut c = Client::connect(vip).await;
+        let (status, body, _) = c.get("/", None).await.expect("GET /");
+        assert_eq!(status, 200);
+        *counts.entry(body).or_default() += 1;
+    }
+    assert_eq!(counts.get("name=rs1"), Some(&15), "{counts:?}");
+    assert_eq!(counts.get("name=rs2"), Some(&5), "{counts:?}");
+    assert_eq!(counts.get("name=rs3"), Some(&5), "{counts:?}");
+
+    backends[1]
+        .behaviour
+        .unhealthy
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually("HTTP_GET (status 503) takes rs2 down", || {
+        !usable(&rt, &upstream, backends[1].addr)
+    })
+    .await;
+    for _ in 0..10 {
+        let mut c = Client::connect(vip).await;
+        let (_, body, _) = c.get("/", None).await.expect("GET /");
+        assert_ne!(body, "name=rs2");
+    }
+    backends[1]
+        .behaviour
+        .unhealthy
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually("HTTP_GET (status 200) brings rs2 back", || {
+        usable(&rt, &upstream, backends[1].addr)
+    })
+    .await;
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
 /// `ipvsadm -A -t VIP:80 -s rr` with three `-g` real servers: round robin, in turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipvsadm_tutorial_runs_round_robin() {

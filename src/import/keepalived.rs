@@ -1292,3 +1292,62 @@ fn status_codes(s: &str) -> Option<Vec<u16>> {
     let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
     ((100..=599).contains(&a) && (a..=599).contains(&b)).then(|| (a..=b).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalived_seconds_become_ballast_durations() {
+        assert_eq!(duration("6").as_deref(), Some("6s"));
+        assert_eq!(duration("0.5").as_deref(), Some("500ms"));
+        assert_eq!(duration("-1"), None);
+        assert_eq!(duration("six"), None);
+    }
+
+    #[test]
+    fn status_code_ranges_and_address_ranges_expand() {
+        assert_eq!(status_codes("200-202"), Some(vec![200, 201, 202]));
+        assert_eq!(status_codes("200"), Some(vec![200]));
+        assert_eq!(status_codes("99"), None);
+        assert_eq!(
+            expand_range("10.0.0.1-3"),
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+        );
+        assert_eq!(expand_range("10.0.0.1"), ["10.0.0.1"]);
+    }
+
+    #[test]
+    fn every_lvs_scheduler_has_a_ballast_one() {
+        for s in ["rr", "wrr", "lc", "wlc", "sh", "dh", "mh"] {
+            assert_eq!(scheduler(s), Some((s, None)));
+        }
+        for s in ["lblc", "lblcr", "sed", "nq", "fo", "ovf", "twos"] {
+            assert!(scheduler(s).is_some_and(|(_, note)| note.is_some()), "{s}");
+        }
+        assert_eq!(scheduler("bogus"), None);
+    }
+
+    #[test]
+    fn the_lexer_keeps_quoted_words_and_drops_both_comment_kinds() {
+        let file: Arc<str> = Arc::from("t.conf");
+        let mut problems = Vec::new();
+        let toks = lex("a \"b c\" # x\n! y\nd{e}", &file, &mut problems);
+        let words: Vec<&Tok> = toks.iter().map(|(t, _)| t).collect();
+        assert_eq!(
+            words,
+            [
+                &Tok::Word("a".into()),
+                &Tok::Word("b c".into()),
+                &Tok::Newline,
+                &Tok::Newline,
+                &Tok::Word("d".into()),
+                &Tok::Open,
+                &Tok::Word("e".into()),
+                &Tok::Close,
+                &Tok::Newline,
+            ]
+        );
+        assert!(problems.is_empty());
+    }
+}
