@@ -217,6 +217,14 @@ fn keepalived_errors_name_the_file_line_and_directive() {
             "DIR/fwmark.conf:1: virtual_server fwmark: firewall-mark virtual services select packets in the kernel; ballast listens on addresses: write virtual_server IP PORT",
         ),
         (
+            "invalid",
+            "virtual_server 10.0.0.1 80 {\n  real_server 10.0.1.1 80 {\n    weight 70000\n  }\n  real_server 10.0.1.1 80 {\n  }\n}\n",
+            &[],
+            "the imported configuration is not valid:\n\
+             DIR/invalid.conf:3: upstream[0].server[0].weight: 70000 is out of range; allowed: 0..=65535\n\
+             DIR/invalid.conf:5: upstream[0].server[1].address: duplicate server address 10.0.1.1:80 in this upstream (first defined at DIR/invalid.conf:2)",
+        ),
+        (
             "quote",
             "global_defs {\n    router_id \"A\n}\n",
             &[],

@@ -143,16 +143,35 @@ impl Import {
             ConfigError::Invalid(diags) => ImportError::Config(
                 diags
                     .iter()
-                    .map(
-                        |d| match d.line.checked_sub(1).and_then(|i| self.lines.get(i)) {
-                            Some(Some(at)) => format!("{at}: {}: {}", d.key, d.message),
-                            _ => d.to_string(),
-                        },
-                    )
+                    .map(|d| match self.source_of(d.line) {
+                        Some(at) => format!("{at}: {}: {}", d.key, self.relines(&d.message)),
+                        None => d.to_string(),
+                    })
                     .collect(),
             ),
             ConfigError::Read { path, source } => ImportError::Read { path, source },
         })
+    }
+}
+
+impl Import {
+    /// The imported line that TOML line `line` (1-based) came from.
+    fn source_of(&self, line: usize) -> Option<&Loc> {
+        line.checked_sub(1)
+            .and_then(|i| self.lines.get(i))
+            .and_then(Option::as_ref)
+    }
+
+    /// Rewrites "at line N" (a TOML line, in validation messages) as the imported `FILE:LINE`.
+    fn relines(&self, message: &str) -> String {
+        let Some((head, tail)) = message.split_once("at line ") else {
+            return message.to_string();
+        };
+        let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+        match digits.parse().ok().and_then(|n| self.source_of(n)) {
+            Some(at) => format!("{head}at {at}{}", &tail[digits.len()..]),
+            None => message.to_string(),
+        }
     }
 }
 
