@@ -1,4 +1,5 @@
-//! Keepalived's `keepalived.conf`: the tokenizer, the tree of blocks, and the mapping to ballast.
+//! Keepalived's `keepalived.conf`: read into a tree of blocks (`parse.rs`), then mapped to
+//! ballast here; VRRP in `vrrp.rs`.
 //!
 //! The syntax (keepalived.conf(5)): one directive per line, words separated by blanks, `"…"`
 //! quoting, comments from `#` or `!` to the end of the line, blocks in `{ … }` (the `{` may end

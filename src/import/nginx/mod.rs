@@ -1,4 +1,5 @@
-//! nginx's `nginx.conf`: the tokenizer, the tree, and the mapping of `http` and `stream` to ballast.
+//! nginx's `nginx.conf`: read into a tree (`parse.rs`), then mapped to ballast: `http` in
+//! `http.rs`, `stream` in `stream.rs`, upstreams and what both share here.
 //!
 //! The syntax: words separated by blanks, `'…'` and `"…"` quoting with `\` escapes, `#`
 //! comments, simple directives ending in `;`, blocks in `{ … }`, and `include PATTERN` (glob,
@@ -111,6 +112,7 @@ const IGNORED: &[&str] = &[
     "send_timeout",
     "keepalive_requests",
     "keepalive_timeout",
+    "map",
     "zone",
     "proxy_request_buffering",
     "proxy_ignore_client_abort",
