@@ -1,4 +1,4 @@
-//! The command line: `ballast run`, `ballast check`, `ballast demo`, `ballast backlog`.
+//! The command line: `ballast run`, `ballast check`, `ballast import`, `ballast demo`, `ballast backlog`.
 //!
 //! This is the binary's edge: errors become `anyhow` chains printed once, and exit codes are
 //! decided here (0 ok, 1 failed, 2 usage — clap's).
@@ -30,8 +30,11 @@ pub enum Command {
     /// Run the balancer with a configuration file.
     Run {
         /// The TOML configuration file.
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
+        #[arg(short, long, value_name = "FILE", required_unless_present_any = ["keepalived", "nginx"])]
+        config: Option<PathBuf>,
+        /// Or another program's configuration, imported.
+        #[command(flatten)]
+        foreign: ForeignArgs,
         /// Serve binary upgrades on this unix socket: a new ballast started with the same
         /// socket and --takeover receives the listening sockets, then this one drains and exits.
         #[arg(long, value_name = "PATH")]
@@ -43,8 +46,20 @@ pub enum Command {
     /// Validate a configuration file without running it; prints every problem found.
     Check {
         /// The TOML configuration file.
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
+        #[arg(short, long, value_name = "FILE", required_unless_present_any = ["keepalived", "nginx"])]
+        config: Option<PathBuf>,
+        /// Or another program's configuration, imported.
+        #[command(flatten)]
+        foreign: ForeignArgs,
+    },
+    /// Print the ballast TOML equivalent of a Keepalived, nginx or ipvsadm-save configuration;
+    /// warnings and ignored directives go to stderr (and as comments at the top).
+    Import {
+        /// The format of FILE.
+        #[arg(value_enum)]
+        format: ImportFormat,
+        /// The file to import (`-` reads standard input, for ipvsadm).
+        file: PathBuf,
     },
     /// Run the balancer on its embedded default: three demo backends and a TCP listener on
     /// 127.0.0.1 spreading connections over them round robin.
@@ -64,6 +79,67 @@ pub enum Command {
     /// Talk to a running ballast through its admin API: list services and servers as
     /// `ipvsadm -Ln` does, change weights and states, add and remove servers, reload.
     Ctl(crate::admin::ctl::CtlArgs),
+}
+
+/// `--keepalived FILE` / `--nginx FILE`: run or check another program's configuration, imported
+/// as `ballast import` does (see [`crate::import`]).
+#[derive(Debug, clap::Args)]
+pub struct ForeignArgs {
+    /// A keepalived.conf to import and use instead of a ballast configuration.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "nginx"])]
+    pub keepalived: Option<PathBuf>,
+    /// An nginx.conf to import and use instead of a ballast configuration.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config"])]
+    pub nginx: Option<PathBuf>,
+}
+
+/// The formats `ballast import` reads.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ImportFormat {
+    /// keepalived.conf
+    Keepalived,
+    /// nginx.conf
+    Nginx,
+    /// `ipvsadm-save -n` output
+    Ipvsadm,
+}
+
+impl From<ImportFormat> for crate::import::Format {
+    fn from(f: ImportFormat) -> Self {
+        match f {
+            ImportFormat::Keepalived => crate::import::Format::Keepalived,
+            ImportFormat::Nginx => crate::import::Format::Nginx,
+            ImportFormat::Ipvsadm => crate::import::Format::Ipvsadm,
+        }
+    }
+}
+
+/// The configuration named by `-c`, `--keepalived` or `--nginx` (clap makes exactly one
+/// present); the import's warnings are printed on stderr.
+fn load(config: Option<PathBuf>, foreign: ForeignArgs) -> Result<Config> {
+    use crate::import::{self, Format};
+    let (format, path) = match (config, foreign.keepalived, foreign.nginx) {
+        (Some(path), _, _) => return Ok(Config::load(&path)?),
+        (None, Some(path), _) => (Format::Keepalived, path),
+        (None, None, Some(path)) => (Format::Nginx, path),
+        (None, None, None) => {
+            anyhow::bail!("a configuration is required: -c FILE, --keepalived FILE or --nginx FILE")
+        }
+    };
+    let (cfg, imported) = import::load(format, &path)?;
+    for note in imported.notes() {
+        eprintln!("ballast: {note}");
+    }
+    Ok(cfg)
+}
+
+fn import(format: ImportFormat, file: &std::path::Path) -> Result<()> {
+    let imported = crate::import::import_file(format.into(), file)?;
+    for note in imported.notes() {
+        eprintln!("ballast: {note}");
+    }
+    print!("{}", imported.toml);
+    Ok(())
 }
 
 /// Options of `ballast backlog`.
@@ -104,14 +180,15 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
 /// Runs the parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, foreign } => load(config, foreign).and_then(check),
         Command::Run {
             config,
+            foreign,
             upgrade_socket,
             takeover,
-        } => Config::load(&config)
-            .map_err(anyhow::Error::new)
+        } => load(config, foreign)
             .and_then(|cfg| serve(cfg, None, upgrade_socket.map(|p| (p, takeover)))),
+        Command::Import { format, file } => import(format, &file),
         Command::Demo { port, print_config } => demo(port, print_config),
         Command::Backlog(args) => backlog(&args),
         Command::Ctl(args) => crate::admin::ctl::run(&args),
@@ -125,8 +202,7 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> Result<()> {
-    let cfg = Config::load(path)?;
+fn check(cfg: Config) -> Result<()> {
     // Certificates are files of their own: load them exactly as `run` will.
     let mut tls_errors = Vec::new();
     for l in cfg.listeners.iter().filter(|l| !l.certificates.is_empty()) {

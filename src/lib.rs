@@ -20,6 +20,7 @@
 //! | [`vrrp`] | high availability: VRRP v2/v3 instances, Keepalived-compatible; VIPs, GARP, tracking, notify |
 //! | [`access_log`] | one line per TCP connection and HTTP request, written off the data path, reopened on SIGUSR1 |
 //! | [`admin`] | the admin API (JSON, `/api/v1`), Prometheus `/metrics`, the dashboard, the `ballast ctl` client |
+//! | [`import`] | Keepalived, nginx and ipvsadm-save configurations read and turned into ballast TOML (`ballast import`, `run --keepalived`) |
 //! | [`demo`] | the embedded default configuration and demo backends behind `ballast demo` |
 //! | [`cli`] | the command line |
 
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod import;
 pub mod listener;
 pub mod persistence;
 pub mod proxy;

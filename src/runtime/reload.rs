@@ -103,13 +103,38 @@ impl Runtime {
     /// Every problem (file:line:column diagnostics, or differences that need a restart);
     /// nothing has changed then.
     pub async fn reload_file(&mut self) -> Result<ReloadSummary, Vec<String>> {
-        let path = std::path::PathBuf::from(&self.config.origin);
-        let result = match Config::load(&path) {
+        // A configuration imported at start (`run --keepalived|--nginx`) is imported again.
+        let imported = [
+            crate::import::Format::Keepalived,
+            crate::import::Format::Nginx,
+            crate::import::Format::Ipvsadm,
+        ]
+        .into_iter()
+        .find_map(|f| {
+            let suffix = format!(" (imported from {})", f.as_str());
+            self.config
+                .origin
+                .strip_suffix(suffix.as_str())
+                .map(|p| (f, std::path::PathBuf::from(p)))
+        });
+        let path = imported.as_ref().map_or_else(
+            || std::path::PathBuf::from(&self.config.origin),
+            |(_, p)| p.clone(),
+        );
+        let loaded = match imported {
+            Some((format, p)) => crate::import::load(format, &p)
+                .map(|(c, _)| c)
+                .map_err(|e| vec![anyhow_like(&e)]),
+            None => Config::load(&path).map_err(|e| match e {
+                crate::config::ConfigError::Invalid(diags) => {
+                    diags.iter().map(ToString::to_string).collect()
+                }
+                e => vec![anyhow_like(&e)],
+            }),
+        };
+        let result = match loaded {
             Ok(new) => self.reload(new).await,
-            Err(crate::config::ConfigError::Invalid(diags)) => {
-                Err(diags.iter().map(ToString::to_string).collect())
-            }
-            Err(e) => Err(vec![anyhow_like(&e)]),
+            Err(problems) => Err(problems),
         };
         if let Some(admin) = &self.admin {
             admin.shared.reloads.record(result.is_ok());
