@@ -526,8 +526,8 @@ async fn server_reset_is_passed_to_the_client_as_a_reset() {
     rt.shutdown(Duration::from_secs(1)).await;
 }
 
-/// The kernel's view of a TCP socket from /proc/net/tcp, found by its remote address (and its
-/// local one when given): (timer kind, seconds until it fires).
+/// The kernel's view of an established TCP socket from /proc/net/tcp, found by its remote
+/// address (and its local one when given): (timer kind, seconds until it fires).
 fn proc_tcp_timer(local: Option<SocketAddr>, remote: SocketAddr) -> Option<(u8, f64)> {
     let hex = |a: SocketAddr| match a {
         SocketAddr::V4(v4) => format!(
@@ -542,7 +542,9 @@ fn proc_tcp_timer(local: Option<SocketAddr>, remote: SocketAddr) -> Option<(u8, 
     table.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         let local_ok = l.as_deref().is_none_or(|l| f.get(1) == Some(&l));
-        if !local_ok || f.get(2) != Some(&r.as_str()) {
+        // Only established sockets (state 01): a TIME_WAIT left by an earlier connection to a
+        // port number the backend now reuses is not ours.
+        if !local_ok || f.get(2) != Some(&r.as_str()) || f.get(3) != Some(&"01") {
             return None;
         }
         // Field 5 is "tr:tm->when": timer kind (2 = keepalive) and clock ticks (USER_HZ = 100).
