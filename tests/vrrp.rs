@@ -362,6 +362,46 @@ impl Lab {
             .push((node.to_string(), Proc::Ballast(child), log));
     }
 
+    /// A keepalived.conf with one `vrrp_instance VI_51` (and `instance`'s extra lines).
+    fn keepalived_conf(&self, node: &str, priority: u8, instance: &str, version: u8) -> String {
+        format!(
+            "global_defs {{\n    router_id {node}\n    vrrp_version {version}\n}}\n\
+             vrrp_instance VI_51 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n\
+             priority {priority}\n{instance}\n    virtual_ipaddress {{\n        {}/{} dev eth0\n    }}\n}}\n",
+            self.vip.0, self.vip.1
+        )
+    }
+
+    /// Starts ballast on `node` on a keepalived.conf, as it is (`ballast run --keepalived`).
+    fn ballast_on_keepalived_conf(
+        &mut self,
+        node: &str,
+        priority: u8,
+        instance: &str,
+        version: u8,
+    ) {
+        let conf = self.dir.join(format!("{node}-for-ballast-keepalived.conf"));
+        std::fs::write(
+            &conf,
+            self.keepalived_conf(node, priority, instance, version),
+        )
+        .expect("write keepalived.conf");
+        let log = self.dir.join(format!("{node}-ballast.log"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(node)])
+            .arg(env!("CARGO_BIN_EXE_ballast"))
+            .args(["run", "--keepalived"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .process_group(0)
+            .spawn()
+            .expect("spawn ballast");
+        self.procs
+            .push((node.to_string(), Proc::Ballast(child), log));
+    }
+
     /// Starts keepalived on `node` (VRRP only, foreground, its own pid files and log).
     fn keepalived(&mut self, node: &str, priority: u8, instance: &str, version: u8) {
         let d = self.dir.join(format!("{node}-keepalived"));
@@ -369,13 +409,7 @@ impl Lab {
         let conf = d.join("keepalived.conf");
         std::fs::write(
             &conf,
-            format!(
-                "global_defs {{\n    router_id {node}\n    vrrp_version {version}\n}}\n\
-                 vrrp_instance VI_51 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n\
-                 priority {priority}\n{instance}\n    virtual_ipaddress {{\n        {}/{} dev eth0\n    }}\n}}\n",
-                self.vip.0,
-                self.vip.1
-            ),
+            self.keepalived_conf(node, priority, instance, version),
         )
         .expect("write keepalived.conf");
         let log = d.join("log");
@@ -933,4 +967,30 @@ fn ballast_and_keepalived_v3_ipv6_fail_over() {
         l.holders() == (true, false)
     });
     lab.exactly_one_for("a", Duration::from_millis(500));
+}
+
+#[test]
+fn ballast_runs_a_keepalived_conf_as_it_is_beside_a_real_keepalived() {
+    if !can_run(true) {
+        return;
+    }
+    let _g = lock();
+    let advert = Duration::from_secs(1);
+    let mut lab = Lab::new("kc");
+    lab.service("a", PORT);
+    lab.service("b", PORT);
+    let inst = "    advert_int 1\n    authentication {\n        auth_type PASS\n        auth_pass secret\n    }";
+    // The same keepalived.conf on both nodes but for the priority: one run by ballast.
+    lab.ballast_on_keepalived_conf("a", 100, inst, 2);
+    lab.keepalived("b", 90, inst, 2);
+    lab.until("ballast (a) holds the VIP alone", PATIENCE, |l| {
+        l.holders() == (true, false)
+    });
+    lab.exactly_one_for("a", Duration::from_millis(1500));
+    lab.stop_clean("a");
+    let t = lab.takeover("keepalived takes over after ballast's priority 0", |l| {
+        l.holds("b")
+    });
+    assert!(t <= skew(90, advert) + MARGIN, "keepalived took {t:?}");
+    assert!(lab.wait_exit("a").success());
 }

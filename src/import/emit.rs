@@ -97,8 +97,11 @@ pub struct Plan {
     pub(super) warnings: Vec<String>,
     /// Ignored directives: name and first place seen.
     pub(super) ignored: Vec<(String, Loc)>,
-    /// Lines appended as comments at the end (VRRP, until ballast reads a `[vrrp]` section).
+    /// Lines appended as comments at the end.
     pub(super) trailer: Vec<String>,
+    /// TOML lines written as they are after the tables (the `[vrrp]` section), each with the
+    /// place it came from.
+    pub(super) tail: Vec<(String, Loc)>,
 }
 
 impl Plan {
@@ -144,6 +147,12 @@ impl Plan {
         }
         for u in &self.upstreams {
             w.table("[[upstream]]", u, "upstream");
+        }
+        if !self.tail.is_empty() {
+            w.blank();
+            for (text, at) in &self.tail {
+                w.line(text, Some(at));
+            }
         }
         if !self.trailer.is_empty() {
             w.blank();

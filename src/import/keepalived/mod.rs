@@ -10,7 +10,8 @@
 //! TCP `[[listener]]` bound to `IP:PORT` and an `[[upstream]]`; each `real_server` a
 //! `[[upstream.server]]`; `TCP_CHECK`, `HTTP_GET`, `SSL_GET` the upstream's
 //! `[upstream.health_check]` with Keepalived's own defaults written out. `vrrp_instance` and
-//! `vrrp_script` are parsed completely and emitted by [`emit_vrrp`].
+//! `vrrp_script` are parsed completely and emitted as ballast's `[vrrp]` section by
+//! [`emit_vrrp`].
 
 use std::path::Path;
 

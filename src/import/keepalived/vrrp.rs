@@ -1,5 +1,5 @@
 //! `vrrp_instance`, `vrrp_script` and the VRRP settings of `global_defs`: parsed completely,
-//! written by [`emit_vrrp`].
+//! written as ballast's `[vrrp]` section by [`emit_vrrp`].
 
 use super::parse::Node;
 use super::{duration, Mapper};
@@ -232,119 +232,169 @@ fn q(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-/// Writes the VRRP part. ballast's `[vrrp]` section is not read by this version, so instances
-/// and scripts are written as commented TOML in its shape, with one warning; this is the one
-/// function to change once `[vrrp]` is read.
+/// Writes the VRRP part as ballast's `[vrrp]` section: one `[[vrrp.instance]]` per
+/// `vrrp_instance`, with Keepalived's names; `vrrp_script`s become the `track_script` entries of
+/// the instances that track them. What has no counterpart is named in one warning each.
 pub(super) fn emit_vrrp(plan: &mut Plan, v: &Vrrp) {
-    if v.instances.is_empty() && v.scripts.is_empty() {
+    if v.instances.is_empty() {
+        if let Some(s) = v.scripts.first() {
+            plan.warn(
+                &s.at,
+                "vrrp_script without any vrrp_instance: nothing tracks it; not imported",
+            );
+        }
         return;
     }
-    let first = v
-        .instances
-        .first()
-        .map(|i| i.at.clone())
-        .or_else(|| v.scripts.first().map(|s| s.at.clone()))
-        .unwrap_or_default();
-    plan.warn(&first, "VRRP instances are imported as comments: ballast runs VRRP itself from [[vrrp.instance]] tables with Keepalived's names (docs/config.md#vrrp), so uncomment and check them, or keep Keepalived for VRRP alongside ballast");
-    let t = &mut plan.trailer;
-    t.push("VRRP, parsed from the Keepalived configuration (not yet run by ballast):".into());
-    if let Some((id, at)) = &v.router_id {
-        t.push(String::new());
-        t.push(format!("[vrrp]  # from {at}"));
-        t.push(format!("router_id = {}", q(id)));
+    let mut out: Vec<(String, Loc)> = Vec::new();
+    if let Some(n) = v.global.iter().find(|n| n.name == "vrrp_version") {
+        out.push((format!("[vrrp]  # from {}", n.at), n.at.clone()));
+        out.push((
+            format!("version = {}", n.arg(0).unwrap_or("2")),
+            n.at.clone(),
+        ));
+        out.push((String::new(), n.at.clone()));
+    }
+    for n in v.global.iter().filter(|n| n.name != "vrrp_version") {
+        plan.warn(&n.at, format!("global_defs {}: not imported; ballast's VRRP uses its own defaults (see docs/config.md#vrrp)", n.name));
+    }
+    for n in &v.sync_groups {
+        plan.warn(&n.at, "vrrp_sync_group: not imported; ballast has no sync groups (track the same interfaces and upstreams in each instance instead)");
+    }
+    for n in &v.other {
+        plan.warn(&n.at, format!("{}: not imported", n.name));
     }
     for i in &v.instances {
-        t.push(String::new());
-        t.push(format!("[[vrrp.instance]]  # from {}", i.at));
-        t.push(format!("name = {}", q(&i.name)));
+        let at = &i.at;
+        let mut line = |text: String| out.push((text, at.clone()));
+        line(format!("[[vrrp.instance]]  # from {at}"));
+        line(format!("name = {}", q(&i.name)));
         if let Some(s) = &i.state {
-            t.push(format!("state = {}", q(&s.to_ascii_lowercase())));
+            line(format!("state = {}", q(&s.to_ascii_uppercase())));
         }
         if let Some(s) = &i.interface {
-            t.push(format!("interface = {}", q(s)));
+            line(format!("interface = {}", q(s)));
         }
         if let Some(id) = i.virtual_router_id {
-            t.push(format!("virtual_router_id = {id}"));
+            line(format!("virtual_router_id = {id}"));
         }
         if let Some(p) = i.priority {
-            t.push(format!("priority = {p}"));
+            line(format!("priority = {p}"));
         }
         if let Some(a) = &i.advert_int {
-            t.push(format!("advert_int = {}", q(a)));
+            line(format!("advert_int = {}", q(a)));
         }
-        if let Some(a) = &i.auth_type {
-            t.push(format!("auth_type = {}", q(a)));
-        }
-        if let Some(a) = &i.auth_pass {
-            t.push(format!("auth_pass = {}", q(a)));
-        }
-        let list = |v: &[String]| v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
-        if !i.virtual_ipaddress.is_empty() {
-            t.push(format!(
-                "virtual_ipaddress = [{}]",
-                list(&i.virtual_ipaddress)
-            ));
-        }
-        if let Some(s) = &i.unicast_src_ip {
-            t.push(format!("unicast_src_ip = {}", q(s)));
-        }
-        if !i.unicast_peer.is_empty() {
-            t.push(format!("unicast_peer = [{}]", list(&i.unicast_peer)));
+        if let Some(ver) = i.other.iter().find_map(|o| {
+            let mut w = o.split_whitespace();
+            matches!(w.next(), Some("version" | "vrrp_version"))
+                .then(|| w.next())
+                .flatten()
+        }) {
+            line(format!("version = {ver}"));
         }
         if i.nopreempt {
-            t.push("preempt = false".into());
+            line("nopreempt = true".into());
         }
         if let Some(d) = &i.preempt_delay {
-            t.push(format!("preempt_delay = {}", q(d)));
+            line(format!("preempt_delay = {}", q(d)));
+        }
+        match (i.auth_type.as_deref(), &i.auth_pass) {
+            (Some(t), Some(pass)) if t.eq_ignore_ascii_case("PASS") => line(format!(
+                "authentication = {{ auth_type = \"PASS\", auth_pass = {} }}",
+                q(pass)
+            )),
+            (Some(t), _) => plan.warn(
+                at,
+                format!("authentication auth_type {t}: not imported; ballast supports PASS only"),
+            ),
+            (None, _) => {}
+        }
+        let mut vips = Vec::new();
+        for raw in &i.virtual_ipaddress {
+            let mut words = raw.split_whitespace();
+            let Some(addr) = words.next() else { continue };
+            vips.push(q(addr));
+            let rest: Vec<&str> = words.collect();
+            if !rest.is_empty() {
+                plan.warn(at, format!("virtual_ipaddress {raw}: imported as {addr}; the options {} are not supported (VIPs go on the instance's interface)", rest.join(" ")));
+            }
+        }
+        if !vips.is_empty() {
+            line(format!("virtual_ipaddress = [{}]", vips.join(", ")));
+        }
+        if let Some(s) = &i.unicast_src_ip {
+            line(format!("unicast_src_ip = {}", q(s)));
+        }
+        if !i.unicast_peer.is_empty() {
+            let peers: Vec<String> = i.unicast_peer.iter().map(|p| q(p)).collect();
+            line(format!("unicast_peer = [{}]", peers.join(", ")));
         }
         if !i.track_interface.is_empty() {
-            t.push(format!("track_interface = [{}]", list(&i.track_interface)));
+            let t: Vec<String> = i
+                .track_interface
+                .iter()
+                .map(|n| format!("{{ interface = {} }}", q(n)))
+                .collect();
+            line(format!("track_interface = [{}]", t.join(", ")));
         }
-        if !i.track_script.is_empty() {
-            t.push(format!("track_script = [{}]", list(&i.track_script)));
+        let mut tracks = Vec::new();
+        for entry in &i.track_script {
+            let mut words = entry.split_whitespace();
+            let Some(name) = words.next() else { continue };
+            let Some(script) = v.scripts.iter().find(|s| s.name == name) else {
+                plan.warn(
+                    at,
+                    format!("track_script {name}: no vrrp_script of that name; not imported"),
+                );
+                continue;
+            };
+            let Some(cmd) = &script.script else {
+                plan.warn(
+                    &script.at,
+                    format!("vrrp_script {name}: no script line; not imported"),
+                );
+                continue;
+            };
+            // `track_script { NAME weight W }` overrides the script's own weight.
+            let rest: Vec<&str> = words.collect();
+            let weight = match rest.as_slice() {
+                ["weight", w, ..] => w.parse().ok(),
+                _ => None,
+            }
+            .or(script.weight);
+            let mut fields = vec![format!("script = {}", q(cmd))];
+            if let Some(x) = &script.interval {
+                fields.push(format!("interval = {}", q(x)));
+            }
+            if let Some(x) = &script.timeout {
+                fields.push(format!("timeout = {}", q(x)));
+            }
+            if let Some(x) = weight {
+                fields.push(format!("weight = {x}"));
+            }
+            if let Some(x) = script.rise {
+                fields.push(format!("rise = {x}"));
+            }
+            if let Some(x) = script.fall {
+                fields.push(format!("fall = {x}"));
+            }
+            if script.user.is_some() || script.init_fail {
+                plan.warn(&script.at, format!("vrrp_script {name}: user and init_fail are not imported (ballast runs it as its own user, starting as passed)"));
+            }
+            tracks.push(format!("{{ {} }}", fields.join(", ")));
+        }
+        if !tracks.is_empty() {
+            line(format!("track_script = [{}]", tracks.join(", ")));
         }
         for (k, cmd) in &i.notify {
-            t.push(format!("{k} = {}", q(cmd)));
+            line(format!("{k} = {}", q(cmd)));
         }
         for o in &i.other {
-            t.push(format!("keepalived: {o}"));
+            let name = o.split_whitespace().next().unwrap_or_default();
+            if !matches!(name, "version" | "vrrp_version") {
+                plan.warn(at, format!("vrrp_instance {}: {o}: not imported", i.name));
+            }
         }
+        line(String::new());
     }
-    for s in &v.scripts {
-        t.push(String::new());
-        t.push(format!("[[vrrp.script]]  # from {}", s.at));
-        t.push(format!("name = {}", q(&s.name)));
-        if let Some(x) = &s.script {
-            t.push(format!("script = {}", q(x)));
-        }
-        if let Some(x) = &s.interval {
-            t.push(format!("interval = {}", q(x)));
-        }
-        if let Some(x) = &s.timeout {
-            t.push(format!("timeout = {}", q(x)));
-        }
-        if let Some(x) = s.weight {
-            t.push(format!("weight = {x}"));
-        }
-        if let Some(x) = s.rise {
-            t.push(format!("rise = {x}"));
-        }
-        if let Some(x) = s.fall {
-            t.push(format!("fall = {x}"));
-        }
-        if let Some(x) = &s.user {
-            t.push(format!("user = {}", q(x)));
-        }
-        if s.init_fail {
-            t.push("init_fail = true".into());
-        }
-    }
-    for n in v.sync_groups.iter().chain(&v.global).chain(&v.other) {
-        t.push(format!(
-            "keepalived ({}): {} {}",
-            n.at,
-            n.name,
-            n.args.join(" ")
-        ));
-    }
+    plan.tail = out;
 }
