@@ -312,9 +312,11 @@ async fn loopback(kind: Kind) -> (Vec<Killable>, SocketAddr, Vec<(String, String
     for name in ["rs1", "rs2", "rs3"] {
         backends.push(Killable::start(name, kind).await);
     }
-    let vip = common::closed_port().await;
+    // A loopback address of its own: no client socket of a test running alongside (all on
+    // 127.0.0.1) can hold the chosen port on it.
+    let vip = SocketAddr::new([127, 0, 0, 41].into(), common::closed_port().await.port());
     let mut values = vec![
-        ("@VIP_IP@".to_string(), "127.0.0.1".to_string()),
+        ("@VIP_IP@".to_string(), vip.ip().to_string()),
         ("@VIP_PORT@".into(), vip.port().to_string()),
         ("@DELAY_LOOP@".into(), "0.1".into()),
         ("@RETRY_DELAY@".into(), "0.1".into()),
@@ -327,7 +329,9 @@ async fn loopback(kind: Kind) -> (Vec<Killable>, SocketAddr, Vec<(String, String
 }
 
 async fn run_imported(dir: &str, file: &str, values: &[(String, String)]) -> Runtime {
-    let tmp = materialise(dir, values, "e2e");
+    // A directory per file: tests of one corpus run at the same time.
+    let tag = format!("e2e-{}", file.replace('.', "-"));
+    let tmp = materialise(dir, values, &tag);
     let path = tmp.join(file);
     let result = import::load(format_of(dir), &path);
     let _ = std::fs::remove_dir_all(&tmp);
@@ -374,7 +378,7 @@ fn usable(rt: &Runtime, upstream: &str, addr: SocketAddr) -> bool {
 async fn keepalived_tutorial_runs_with_persistence_and_checks() {
     let (mut backends, vip, values) = loopback(Kind::Tcp).await;
     let rt = run_imported("keepalived", "tutorial-dr.conf", &values).await;
-    let upstream = format!("vs-127.0.0.1-{}", vip.port());
+    let upstream = format!("vs-{}-{}", vip.ip(), vip.port());
 
     // Round robin over clients: three client addresses land on three different servers, and
     // persistence keeps each on its own.
@@ -430,7 +434,7 @@ async fn keepalived_tutorial_runs_with_persistence_and_checks() {
 async fn keepalived_http_get_checks_take_a_failing_server_out() {
     let (backends, vip, values) = loopback(Kind::Http).await;
     let rt = run_imported("keepalived", "http-get.conf", &values).await;
-    let upstream = format!("vs-127.0.0.1-{}", vip.port());
+    let upstream = format!("vs-{}-{}", vip.ip(), vip.port());
     let mut counts: HashMap<String, usize> = HashMap::new();
     for _ in 0..25 {
         let mut c = Client::connect(vip).await;
