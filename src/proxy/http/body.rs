@@ -79,6 +79,10 @@ pub enum BodyFault {
     /// Nothing for `body_timeout`.
     #[error("request body stalled longer than body_timeout")]
     TooSlow = 2,
+    /// hyper could not read the body: bad chunked framing (a chunk size that is not hex or
+    /// overflows), or the client closed before the announced length arrived.
+    #[error("request body malformed or cut short by the client")]
+    Malformed = 3,
 }
 
 impl BodyFault {
@@ -87,6 +91,7 @@ impl BodyFault {
         match flag.load(Ordering::Relaxed) {
             1 => Some(BodyFault::TooLarge),
             2 => Some(BodyFault::TooSlow),
+            3 => Some(BodyFault::Malformed),
             _ => None,
         }
     }
@@ -114,7 +119,12 @@ impl Body for RequestBody {
         };
         let frame = match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => f,
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                // The client's fault, not the server's: without the flag the failed send would
+                // be a 502 and a passive health failure of a server that did nothing wrong.
+                tracing::debug!(error = %e, "request body unreadable");
+                return self.fail(BodyFault::Malformed);
+            }
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {
                 let deadline = Instant::now() + self.timeout;

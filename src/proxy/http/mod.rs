@@ -408,9 +408,42 @@ fn strip_port(host: &str) -> &str {
         .map_or(host, |(h, _)| h)
 }
 
+/// What hyper lets through but ballast must not forward, answered before any server is asked.
+///
+/// * `CONNECT`: ballast is a reverse proxy, not a forward one; passing it on would send the
+///   server a malformed `CONNECT /` (origin-form), and a 2xx answer would make hyper hand the
+///   client connection over as a tunnel. 501, as for any method a server does not implement
+///   (RFC 9110 §9.3.6, §15.6.2).
+/// * Host: RFC 9112 §3.2 requires a 400 for an HTTP/1.1 request without Host and for any request
+///   with more than one Host line. hyper checks neither; ballast routes by Host and forwards one,
+///   so two of them could route by one and be read by a server (or a proxy in front) by the other.
+fn refused(req: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
+    if req.method() == http::Method::CONNECT {
+        return Some((
+            StatusCode::NOT_IMPLEMENTED,
+            "CONNECT is not supported by this proxy",
+        ));
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Some((StatusCode::BAD_REQUEST, "more than one Host header"));
+    }
+    if first.is_none() && req.version() == Version::HTTP_11 {
+        return Some((
+            StatusCode::BAD_REQUEST,
+            "an HTTP/1.1 request needs a Host header",
+        ));
+    }
+    None
+}
+
 async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
     let listener = &ctx.route.listener;
     let lcfg = &listener.config;
+    if let Some((status, why)) = refused(&req) {
+        return error(status, why);
+    }
     // The host the client asked for: the URI authority (HTTP/2, absolute-form) or Host.
     let host_value = match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -507,6 +540,9 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
                 StatusCode::REQUEST_TIMEOUT,
                 "the request body did not arrive in time",
             );
+        }
+        Some(BodyFault::Malformed) => {
+            resp = error(StatusCode::BAD_REQUEST, "the request body is malformed");
         }
         None => {}
     }
