@@ -6,7 +6,32 @@
 //!
 //! | case | client gets | server sees |
 //! |---|---|---|
-//! TABLE
+//! | `Content-Length` and `Transfer-Encoding: chunked` | 200, then the connection is closed | one request, chunked body re-framed, no `Content-Length`; the bytes after it never |
+//! | two different `Content-Length`s; `Content-Length: 1, 2`; `Content-Length: +2` | 400 (hyper) | nothing |
+//! | `Transfer-Encoding: chunked, identity`; `Transfer-Encoding` in HTTP/1.0 | 400 (hyper) | nothing |
+//! | obs-fold (a header line starting with a space); a space before the colon | 400 (httparse) | nothing |
+//! | bare CR | 400 (httparse) | nothing |
+//! | bare LF line endings | 200 | one request, written with CRLF |
+//! | NUL, `\x01` or DEL in a header value | 400 (httparse) | nothing |
+//! | HTTP/0.9 `GET /`; `HTTP/1.2` | 400 (httparse) | nothing |
+//! | request line, or one header, past `max_header_size`; more than `max_headers` | 431 (hyper) | nothing |
+//! | chunk extensions (`5;name=value`) | 200 | one request, re-chunked without the extension |
+//! | chunk size `zz`; chunk size `ffffffffffffffffff` (overflow) | 400 (ballast: the body fault is the client's) | never a complete request |
+//! | absolute-form `GET http://x/abs?q=1` | 200 | `GET /abs?q=1`, origin-form, `Host: x` |
+//! | `CONNECT example.com:443` | 501 (ballast) | nothing |
+//! | HTTP/1.1 without Host; two Host lines (1.1 or 1.0) | 400 (ballast) | nothing |
+//! | HTTP/1.0 without Host | 200 | one request |
+//! | two pipelined requests in one write | 200, 200 in order | two requests, in order |
+//! | a second request inside a `Content-Length` body, then a real one | 200, 200 | two requests; the hidden one stays body |
+//! | headers one byte every 50 ms, `header_timeout = "300ms"` | closed at the timeout, no answer (hyper) | nothing |
+//! | body that stops arriving, `body_timeout = "300ms"` | 408 at the timeout (ballast) | never a complete request |
+//! | client that never reads a 128 MiB response | nothing more is read from the server once the pipes are full (about 10 MiB on loopback) | — |
+//! | h2c rapid reset: 5,000 streams opened and reset in one write | GOAWAY `ENHANCE_YOUR_CALM` and close (h2) | — |
+//! | h2c SETTINGS and PING floods, acks never read | the worker keeps serving other clients | — |
+//!
+//! Not bounded today: a body trickled faster than `body_timeout` (the timeout is per wait, as
+//! nginx's `client_body_timeout`), and a client that never reads its response holds its
+//! connection and the server's until one side gives up (there is no send timeout).
 //!
 //! Who does the work: hyper's HTTP/1 parser (httparse underneath) refuses malformed request
 //! lines and header fields and answers 400/431 itself; hyper drops `Content-Length` when
@@ -605,5 +630,119 @@ async fn a_client_that_does_not_read_stops_the_server_not_ballast_memory() {
     eprintln!("server wrote {last} bytes before blocking");
     assert!(last < BODY / 4, "ballast took {last} of {BODY} bytes");
     drop(s);
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The client connection preface and an empty SETTINGS frame (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// One HTTP/2 frame: 9-byte header, then the payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A HEADERS frame for `GET http://x/` (HPACK: static-table :method GET, :scheme http, :path /,
+/// and :authority x as a literal), ending the stream.
+fn h2_get(stream: u32) -> Vec<u8> {
+    h2_frame(
+        0x1,
+        0x4 | 0x1,
+        stream,
+        &[0x82, 0x86, 0x84, 0x01, 0x01, b'x'],
+    )
+}
+
+/// Reads frames until a GOAWAY or the end of the connection; returns the GOAWAY error code if
+/// one came.
+async fn h2_goaway(s: &mut TcpStream) -> Option<u32> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        while buf.len() >= 9 {
+            let len = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            if buf[3] == 0x7 && len >= 8 {
+                let code = &buf[9 + 4..9 + 8];
+                return Some(u32::from_be_bytes([code[0], code[1], code[2], code[3]]));
+            }
+            buf.drain(..9 + len);
+        }
+        match tokio::time::timeout(PATIENCE, s.read(&mut chunk)).await {
+            Err(_) => panic!("neither GOAWAY nor close in time"),
+            Ok(Ok(0) | Err(_)) => return None,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// HTTP/2 rapid reset (CVE-2023-44487): streams opened and reset at once, thousands of them.
+/// The connection is sent GOAWAY (h2's limit on streams reset before they are accepted,
+/// ENHANCE_YOUR_CALM) and closed, and another client is served meanwhile.
+#[tokio::test]
+async fn h2c_rapid_reset_gets_goaway_and_others_are_still_served() {
+    let server = Recorder::start().await;
+    let rt = start(&http_config("", server.addr)).await;
+    let a = common::addr(&rt);
+    let mut s = TcpStream::connect(a).await.expect("connect");
+    let mut flood = H2_PREFACE.to_vec();
+    for i in 0..5000u32 {
+        let stream = 2 * i + 1;
+        flood.extend(h2_get(stream));
+        flood.extend(h2_frame(0x3, 0, stream, &8u32.to_be_bytes()));
+    }
+    let started = tokio::time::Instant::now();
+    let _ = s.write_all(&flood).await;
+    let code = h2_goaway(&mut s).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(code, Some(0xb), "GOAWAY ENHANCE_YOUR_CALM");
+    let answer = exchange(a, b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n", 1).await;
+    assert_eq!(answer.statuses, [200]);
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+/// SETTINGS and PING floods from a client that never reads the acknowledgements: h2 stops
+/// reading the flood once its answers back up, so memory stays bounded, and the worker keeps
+/// serving other clients.
+#[tokio::test]
+async fn h2c_settings_and_ping_floods_do_not_stop_other_clients() {
+    let server = Recorder::start().await;
+    let rt = start(&http_config("", server.addr)).await;
+    let a = common::addr(&rt);
+    let mut floods = Vec::new();
+    for kind in [0x4u8, 0x6] {
+        let mut s = TcpStream::connect(a).await.expect("connect");
+        let mut flood = H2_PREFACE.to_vec();
+        for i in 0..20_000u64 {
+            flood.extend(if kind == 0x6 {
+                h2_frame(0x6, 0, 0, &i.to_be_bytes())
+            } else {
+                h2_frame(0x4, 0, 0, &[0, 0x3, 0, 0, 0, 100])
+            });
+        }
+        // The write stops when ballast stops reading; that is the point, so it runs aside.
+        floods.push(tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.write_all(&flood)).await;
+            s
+        }));
+    }
+    for _ in 0..3 {
+        let answer = exchange(a, b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n", 1).await;
+        assert_eq!(answer.statuses, [200]);
+    }
+    for f in floods {
+        f.abort();
+    }
     rt.shutdown(Duration::from_secs(1)).await;
 }
