@@ -9,6 +9,7 @@
 //! | `Content-Length` and `Transfer-Encoding: chunked` | 200, then the connection is closed | one request, chunked body re-framed, no `Content-Length`; the bytes after it never |
 //! | two different `Content-Length`s; `Content-Length: 1, 2`; `Content-Length: +2` | 400 (hyper) | nothing |
 //! | `Transfer-Encoding: chunked, identity`; `Transfer-Encoding` in HTTP/1.0 | 400 (hyper) | nothing |
+//! | `Transfer-Encoding: gzip, chunked` | 501 (ballast) | nothing |
 //! | obs-fold (a header line starting with a space); a space before the colon | 400 (httparse) | nothing |
 //! | bare CR | 400 (httparse) | nothing |
 //! | bare LF line endings | 200 | one request, written with CRLF |
@@ -470,6 +471,23 @@ async fn a_malformed_chunked_body_never_completes_a_request() {
         0,
         "not the server's fault"
     );
+    rt.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A transfer coding besides chunked (`gzip, chunked`) is a 501: only the chunked layer would be
+/// decoded, and the server would get gzip bytes with nothing saying so.
+#[tokio::test]
+async fn a_transfer_coding_besides_chunked_is_not_implemented() {
+    let server = Recorder::start().await;
+    let rt = start(&http_config("", server.addr)).await;
+    let answer = exchange(
+        common::addr(&rt),
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        1,
+    )
+    .await;
+    assert_eq!(answer.statuses, [501]);
+    server.assert_nothing("gzip, chunked");
     rt.shutdown(Duration::from_secs(1)).await;
 }
 

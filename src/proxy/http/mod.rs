@@ -414,6 +414,9 @@ fn strip_port(host: &str) -> &str {
 ///   server a malformed `CONNECT /` (origin-form), and a 2xx answer would make hyper hand the
 ///   client connection over as a tunnel. 501, as for any method a server does not implement
 ///   (RFC 9110 §9.3.6, §15.6.2).
+/// * A transfer coding other than `chunked` (`gzip, chunked`): hyper decodes only the chunked
+///   layer and `Transfer-Encoding` is hop-by-hop, so the server would get still-encoded bytes with
+///   nothing saying so. 501, as RFC 9112 §6.1 asks for a coding the server does not understand.
 /// * Host: RFC 9112 §3.2 requires a 400 for an HTTP/1.1 request without Host and for any request
 ///   with more than one Host line. hyper checks neither; ballast routes by Host and forwards one,
 ///   so two of them could route by one and be read by a server (or a proxy in front) by the other.
@@ -422,6 +425,18 @@ fn refused(req: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
         return Some((
             StatusCode::NOT_IMPLEMENTED,
             "CONNECT is not supported by this proxy",
+        ));
+    }
+    let other_coding = req
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|t| !t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if other_coding {
+        return Some((
+            StatusCode::NOT_IMPLEMENTED,
+            "transfer codings other than chunked are not supported",
         ));
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
