@@ -175,3 +175,19 @@ fn every_target_has_a_corpus_and_a_test() {
         assert!(source.is_file(), "no {}", source.display());
     }
 }
+
+#[test]
+fn text_imports_report_includes_instead_of_reading_files() {
+    use ballast::import::{import_str, Format, ImportError};
+    for (format, text) in [
+        (Format::Keepalived, "include /etc/passwd\n"),
+        (Format::Nginx, "include /etc/passwd;\n"),
+    ] {
+        match import_str(format, text, "t.conf") {
+            Err(ImportError::Invalid(problems)) => {
+                assert!(problems[0].message.contains("not followed"), "{problems:?}");
+            }
+            other => panic!("{format:?}: {other:?}"),
+        }
+    }
+}
