@@ -203,6 +203,20 @@ pub fn import_file(format: Format, path: &Path) -> Result<Import, ImportError> {
     Ok(plan.render(format, &path.display().to_string()))
 }
 
+/// Imports `text` as if it were the file `name`, without touching the filesystem: Keepalived
+/// and nginx `include`s are reported as problems rather than read. Used by tests and fuzzing.
+///
+/// # Errors
+/// [`ImportError::Invalid`] with every directive that cannot be imported (and every `include`).
+pub fn import_str(format: Format, text: &str, name: &str) -> Result<Import, ImportError> {
+    let plan = match format {
+        Format::Keepalived => keepalived::import_str(text, name)?,
+        Format::Nginx => nginx::import_str(text, name)?,
+        Format::Ipvsadm => ipvsadm::map(text, name)?,
+    };
+    Ok(plan.render(format, name))
+}
+
 /// Imports and validates: what `ballast run --keepalived FILE` and `ballast check` do.
 ///
 /// # Errors

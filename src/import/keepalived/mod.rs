@@ -32,9 +32,20 @@ use vrrp::{emit_vrrp, Vrrp};
 /// # Errors
 /// As [`parse`], and [`ImportError::Invalid`] listing every directive that cannot be imported.
 pub(super) fn import(path: &Path) -> Result<Plan, ImportError> {
-    let nodes = parse(path)?;
+    map(&parse(path)?)
+}
+
+/// Imports `text` (named `name` in locations) without touching the filesystem.
+///
+/// # Errors
+/// As [`parse_str`], and [`ImportError::Invalid`] listing every directive that cannot be imported.
+pub(super) fn import_str(text: &str, name: &str) -> Result<Plan, ImportError> {
+    map(&parse::parse_str(text, name)?)
+}
+
+fn map(nodes: &[Node]) -> Result<Plan, ImportError> {
     let mut m = Mapper::default();
-    m.top(&nodes);
+    m.top(nodes);
     if m.problems.is_empty() {
         Ok(m.plan)
     } else {

@@ -28,9 +28,21 @@ use parse::{parse, Node};
 /// [`ImportError::Read`] for an unreadable file, [`ImportError::Invalid`] for syntax errors and
 /// every directive that cannot be imported.
 pub(super) fn import(path: &Path) -> Result<Plan, ImportError> {
-    let nodes = parse(path)?;
+    map(&parse(path)?)
+}
+
+/// Imports `text` (named `name` in locations) without touching the filesystem.
+///
+/// # Errors
+/// [`ImportError::Invalid`] for syntax errors, every `include` and every directive that cannot be
+/// imported.
+pub(super) fn import_str(text: &str, name: &str) -> Result<Plan, ImportError> {
+    map(&parse::parse_str(text, name)?)
+}
+
+fn map(nodes: &[Node]) -> Result<Plan, ImportError> {
     let mut m = Mapper::default();
-    m.top(&nodes);
+    m.top(nodes);
     if m.problems.is_empty() {
         Ok(m.plan)
     } else {

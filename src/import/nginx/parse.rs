@@ -119,13 +119,19 @@ struct Parser<'a> {
     main: &'a Path,
     problems: &'a mut Vec<Problem>,
     depth: usize,
+    /// Text given in memory ([`parse_str`]): `include` is a problem, never a filesystem read.
+    in_memory: bool,
 }
 
 impl Parser<'_> {
     fn file(&mut self, path: &Path) -> Result<Vec<Node>, ImportError> {
         let text = source::read(path)?;
+        self.text(&text, path)
+    }
+
+    fn text(&mut self, text: &str, path: &Path) -> Result<Vec<Node>, ImportError> {
         let file: Arc<str> = Arc::from(path.display().to_string());
-        let toks = lex(&text, &file, self.problems);
+        let toks = lex(text, &file, self.problems);
         let mut i = 0;
         self.block(&toks, &mut i, &file, None)
     }
@@ -216,6 +222,13 @@ impl Parser<'_> {
     }
 
     fn include(&mut self, node: &Node, into: &mut Vec<Node>) -> Result<(), ImportError> {
+        if self.in_memory {
+            self.problems.push(Problem {
+                at: node.at.clone(),
+                message: "include: not followed when the configuration is given as text".into(),
+            });
+            return Ok(());
+        }
         if self.depth >= 16 {
             self.problems.push(Problem {
                 at: node.at.clone(),
@@ -251,8 +264,30 @@ pub(super) fn parse(path: &Path) -> Result<Vec<Node>, ImportError> {
         main: path,
         problems: &mut problems,
         depth: 0,
+        in_memory: false,
     }
     .file(path)?;
+    if problems.is_empty() {
+        Ok(nodes)
+    } else {
+        Err(ImportError::Invalid(problems))
+    }
+}
+
+/// Parses `text` (named `name` in locations) without touching the filesystem: an `include` is
+/// reported as a problem instead of being read.
+///
+/// # Errors
+/// [`ImportError::Invalid`] for syntax errors and every `include`.
+pub(super) fn parse_str(text: &str, name: &str) -> Result<Vec<Node>, ImportError> {
+    let mut problems = Vec::new();
+    let nodes = Parser {
+        main: Path::new(name),
+        problems: &mut problems,
+        depth: 0,
+        in_memory: true,
+    }
+    .text(text, Path::new(name))?;
     if problems.is_empty() {
         Ok(nodes)
     } else {
