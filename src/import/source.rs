@@ -39,6 +39,27 @@ pub(super) fn read(path: &Path) -> Result<String, ImportError> {
     })
 }
 
+/// Deepest nesting of includes followed (a file that includes itself stops here).
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// The files an `include PATTERN` met `depth` includes deep should follow, or the message for
+/// the operator: none when the configuration was given as text (`in_memory`), none past
+/// [`MAX_INCLUDE_DEPTH`], else [`glob`]'s answer. Shared by the Keepalived and nginx parsers.
+pub(super) fn include(
+    in_memory: bool,
+    depth: usize,
+    including: &Path,
+    pattern: &str,
+) -> Result<Vec<PathBuf>, String> {
+    if in_memory {
+        return Err("include: not followed when the configuration is given as text".into());
+    }
+    if depth >= MAX_INCLUDE_DEPTH {
+        return Err("include: nested more than 16 deep (does a file include itself?)".into());
+    }
+    glob(including, pattern)
+}
+
 /// The files an `include PATTERN` names, sorted, as Keepalived (glob(3)) and nginx do. A
 /// relative pattern is taken from the including file's directory. Wildcards (`*`, `?`, `[…]`)
 /// may appear in the last path component only, which is what configurations use

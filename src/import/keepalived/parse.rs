@@ -218,21 +218,7 @@ impl Parser<'_> {
             });
             return Ok(());
         };
-        if self.in_memory {
-            self.problems.push(Problem {
-                at: node.at.clone(),
-                message: "include: not followed when the configuration is given as text".into(),
-            });
-            return Ok(());
-        }
-        if self.depth >= 16 {
-            self.problems.push(Problem {
-                at: node.at.clone(),
-                message: "include: nested more than 16 deep (does a file include itself?)".into(),
-            });
-            return Ok(());
-        }
-        match source::glob(path, pattern) {
+        match source::include(self.in_memory, self.depth, path, pattern) {
             Ok(files) => {
                 for f in files {
                     self.depth += 1;

@@ -222,21 +222,7 @@ impl Parser<'_> {
     }
 
     fn include(&mut self, node: &Node, into: &mut Vec<Node>) -> Result<(), ImportError> {
-        if self.in_memory {
-            self.problems.push(Problem {
-                at: node.at.clone(),
-                message: "include: not followed when the configuration is given as text".into(),
-            });
-            return Ok(());
-        }
-        if self.depth >= 16 {
-            self.problems.push(Problem {
-                at: node.at.clone(),
-                message: "include: nested more than 16 deep (does a file include itself?)".into(),
-            });
-            return Ok(());
-        }
-        match source::glob(self.main, node.arg(0)) {
+        match source::include(self.in_memory, self.depth, self.main, node.arg(0)) {
             Ok(files) => {
                 for f in files {
                     self.depth += 1;
