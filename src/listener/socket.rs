@@ -81,21 +81,29 @@ fn hint(err: &io::Error) -> &'static str {
     }
 }
 
+/// The [`ListenerError::Bind`] for a failure of `listener` to bind `addr`, with the hint
+/// `hint` gives for the error (TCP and UDP listeners word theirs differently).
+pub(crate) fn bind_error(
+    listener: &str,
+    addr: SocketAddr,
+    hint: fn(&io::Error) -> &'static str,
+) -> impl FnOnce(io::Error) -> ListenerError {
+    let listener = listener.to_owned();
+    move |source| ListenerError::Bind {
+        listener,
+        addr,
+        hint: hint(&source),
+        source,
+    }
+}
+
 /// Binds the sockets of a listener: one per worker, each with SO_REUSEPORT and the configured
 /// backlog. Warns (through `tracing`) when `net.core.somaxconn` truncates the backlog.
 ///
 /// # Errors
 /// [`ListenerError::Bind`] naming the listener, the address and a hint when any socket fails.
 pub fn bind(config: &ListenerConfig) -> Result<BoundListener, ListenerError> {
-    let err = |addr: SocketAddr| {
-        let name = config.name.clone();
-        move |source: io::Error| ListenerError::Bind {
-            listener: name,
-            addr,
-            hint: hint(&source),
-            source,
-        }
-    };
+    let err = |addr: SocketAddr| bind_error(&config.name, addr, hint);
     if config.bind.port() != 0 {
         probe_free(config.bind).map_err(err(config.bind))?;
     }

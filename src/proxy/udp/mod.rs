@@ -68,6 +68,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ListenerConfig;
+use crate::listener::socket::bind_error;
 use crate::listener::{Listener, ListenerError, ListenerStats};
 use crate::upstream::Upstream;
 
@@ -139,15 +140,7 @@ pub struct BoundUdp {
 /// # Errors
 /// [`ListenerError::Bind`] naming the listener, the address and a hint.
 pub fn bind(config: &ListenerConfig) -> Result<BoundUdp, ListenerError> {
-    let err = |addr: SocketAddr| {
-        let name = config.name.clone();
-        move |source: io::Error| ListenerError::Bind {
-            listener: name,
-            addr,
-            hint: hint(&source),
-            source,
-        }
-    };
+    let err = |addr: SocketAddr| bind_error(&config.name, addr, hint);
     if config.bind.port() != 0 {
         // Without SO_REUSEPORT, so that anything already bound there (even another ballast)
         // makes this fail instead of silently sharing the port's datagrams.
