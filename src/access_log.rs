@@ -8,6 +8,14 @@
 //! the connection goes on. The writer buffers and flushes whenever the channel runs empty, so a
 //! quiet log is still current within a moment. SIGUSR1 asks it to reopen the file (after
 //! logrotate moved it), as nginx does.
+//!
+//! A write that fails (a full disk: `ENOSPC`) costs the line, never the request: the line is
+//! counted ([`AccessLog::write_errors`], `ballast_access_log_errors_total`) and the writer goes
+//! on. Lines still in its buffer are kept and written once the disk has room again. The failure
+//! is logged at warn level when it starts, then at most once per [`REPORT_EVERY`] with the count
+//! of lines lost since, and once more when writes succeed again (not one line per request). While
+//! writes fail, the writer retries its buffer at every idle tick, so logging resumes without
+//! waiting for traffic.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -26,6 +34,9 @@ use crate::config::{AccessLogConfig, AccessLogFormat, AccessLogTarget};
 
 /// Entries waiting for the writer at most; more are dropped and counted.
 const QUEUE: usize = 16 * 1024;
+
+/// While writes keep failing, how often the failure is logged again.
+pub const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// The server that answered an HTTP request, attached to its response for the log.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +101,8 @@ pub struct AccessLog {
     tx: SyncSender<Msg>,
     reopen: Arc<AtomicBool>,
     dropped: AtomicU64,
+    /// Lines lost because writing them failed; the writer thread counts them.
+    write_errors: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -107,12 +120,17 @@ impl AccessLog {
         let out = Output::open(&config.target)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let reopen = Arc::new(AtomicBool::new(false));
+        let write_errors = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             rx,
             out,
             target: config.target.clone(),
             format: config.format,
             reopen: Arc::clone(&reopen),
+            errors: Errors {
+                count: Arc::clone(&write_errors),
+                failing: None,
+            },
         };
         std::thread::Builder::new()
             .name("ballast-access-log".into())
@@ -121,6 +139,7 @@ impl AccessLog {
             tx,
             reopen,
             dropped: AtomicU64::new(0),
+            write_errors,
         }))
     }
 
@@ -137,6 +156,11 @@ impl AccessLog {
     /// Entries dropped because the writer could not keep up.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Lines lost because writing them failed (a full disk, an I/O error).
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors.load(Ordering::Relaxed)
     }
 
     /// Asks the writer to reopen the file (SIGUSR1, after logrotate).
@@ -189,6 +213,70 @@ struct Writer {
     target: AccessLogTarget,
     format: AccessLogFormat,
     reopen: Arc<AtomicBool>,
+    errors: Errors,
+}
+
+/// Write failures: the count the metrics read, and the state of the rate-limited reports.
+struct Errors {
+    /// Lines lost (shared with [`AccessLog::write_errors`]).
+    count: Arc<AtomicU64>,
+    /// Set while writes fail.
+    failing: Option<Failing>,
+}
+
+/// A run of failed writes.
+struct Failing {
+    /// When the first write of the run failed.
+    since: Instant,
+    /// When the failure was last logged.
+    reported: Instant,
+    /// Lines lost since then.
+    lost_since_report: u64,
+    /// Lines lost in the whole run.
+    lost: u64,
+}
+
+impl Errors {
+    /// A write or flush failed; `lost` says whether a line was lost with it (a failed flush
+    /// keeps the buffered lines for the next try).
+    fn failed(&mut self, target: &AccessLogTarget, e: &std::io::Error, lost: bool) {
+        let n = u64::from(lost);
+        self.count.fetch_add(n, Ordering::Relaxed);
+        let now = Instant::now();
+        match &mut self.failing {
+            None => {
+                tracing::warn!(file = %describe(target), error = %e,
+                    "access log write failed; lines are dropped and counted \
+                     (ballast_access_log_errors_total) until writes succeed again, \
+                     and this is logged again at most every {}s", REPORT_EVERY.as_secs());
+                self.failing = Some(Failing {
+                    since: now,
+                    reported: now,
+                    lost_since_report: n,
+                    lost: n,
+                });
+            }
+            Some(f) => {
+                f.lost += n;
+                f.lost_since_report += n;
+                if now.duration_since(f.reported) >= REPORT_EVERY {
+                    tracing::warn!(file = %describe(target), error = %e, lost = f.lost_since_report,
+                        failing_for = ?now.duration_since(f.since),
+                        "access log writes still failing");
+                    f.reported = now;
+                    f.lost_since_report = 0;
+                }
+            }
+        }
+    }
+
+    /// Everything so far reached the file.
+    fn succeeded(&mut self, target: &AccessLogTarget) {
+        if let Some(f) = self.failing.take() {
+            tracing::warn!(file = %describe(target), lost = f.lost, failed_for = ?f.since.elapsed(),
+                "access log writes succeed again");
+        }
+    }
 }
 
 impl Writer {
@@ -206,7 +294,13 @@ impl Writer {
             }
             let first = match self.rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.errors.failing.is_some() {
+                        // Retry what the buffer kept: the disk may have room again.
+                        self.flush();
+                    }
+                    continue;
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     let _ = self.out.writer().flush();
                     return;
@@ -220,18 +314,34 @@ impl Writer {
                         line.clear();
                         format(&e, self.format, &mut line);
                         if let Err(e) = self.out.writer().write_all(line.as_bytes()) {
-                            tracing::debug!(error = %e, "access log write failed");
+                            self.errors.failed(&self.target, &e, true);
                         }
                     }
                     Msg::Flush(ack) => {
-                        let _ = self.out.writer().flush();
+                        self.flush();
                         let _ = ack.send(());
                     }
                 }
                 next = self.rx.try_recv().ok();
             }
-            let _ = self.out.writer().flush();
+            self.flush();
         }
+    }
+
+    /// Flushes the buffer; a failure keeps it (std's `BufWriter` drops only what was written).
+    fn flush(&mut self) {
+        match self.out.writer().flush() {
+            Ok(()) => self.errors.succeeded(&self.target),
+            Err(e) => self.errors.failed(&self.target, &e, false),
+        }
+    }
+}
+
+/// Where the log goes, for messages.
+fn describe(target: &AccessLogTarget) -> String {
+    match target {
+        AccessLogTarget::Stdout => "stdout".to_owned(),
+        AccessLogTarget::File(p) => p.display().to_string(),
     }
 }
 
@@ -482,5 +592,41 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["path"], "/a b");
         assert!(v["server"].is_null());
+    }
+
+    #[test]
+    fn a_device_that_is_always_full_costs_lines_counted_and_never_blocks() {
+        // /dev/full accepts the open and answers every write with ENOSPC.
+        let config = AccessLogConfig {
+            target: AccessLogTarget::File(PathBuf::from("/dev/full")),
+            format: AccessLogFormat::Text,
+        };
+        let log = AccessLog::start(&config).expect("open /dev/full");
+        let started = Instant::now();
+        for i in 0..500u16 {
+            log.log(Entry::Tcp {
+                time: SystemTime::UNIX_EPOCH,
+                listener: "l".into(),
+                client: SocketAddr::from(([127, 0, 0, 1], i)),
+                server: None,
+                outcome: "closed",
+                bytes_in: 0,
+                bytes_out: 0,
+                duration: Duration::ZERO,
+            });
+        }
+        log.flush(Duration::from_secs(5));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the writer stalled"
+        );
+        // What does not fit in the writer's buffer is lost and counted; the buffer is kept.
+        let lost = log.write_errors();
+        assert!(lost > 400 && lost < 500, "lost {lost}");
+        assert_eq!(
+            log.dropped(),
+            0,
+            "nothing was dropped for want of queue space"
+        );
     }
 }

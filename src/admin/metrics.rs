@@ -84,6 +84,8 @@ pub mod names {
     pub const CONFIG_LAST_RELOAD_OK: &str = "ballast_config_last_reload_successful";
     /// Counter: access-log lines dropped because the writer could not keep up.
     pub const ACCESS_LOG_DROPPED: &str = "ballast_access_log_dropped_total";
+    /// Counter: access-log lines lost because writing them failed (a full disk, an I/O error).
+    pub const ACCESS_LOG_ERRORS: &str = "ballast_access_log_errors_total";
     /// Gauge: 1 for the state each VRRP instance is in, per instance and state.
     pub const VRRP_STATE: &str = "ballast_vrrp_state";
     /// Gauge: effective VRRP priority, per instance.
@@ -249,6 +251,12 @@ fn render_process(shared: &Shared, text: &mut String) {
             "Access-log lines dropped because the writer could not keep up.",
         );
         o.sample(ACCESS_LOG_DROPPED, &[], log.dropped());
+        o.family(
+            ACCESS_LOG_ERRORS,
+            "counter",
+            "Access-log lines lost because writing them failed (a full disk, an I/O error).",
+        );
+        o.sample(ACCESS_LOG_ERRORS, &[], log.write_errors());
     }
     *text = o.text;
 }

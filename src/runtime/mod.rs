@@ -514,6 +514,11 @@ impl Runtime {
         self.access_log.as_ref().map_or(0, |l| l.dropped())
     }
 
+    /// Access-log lines lost because writing them failed (a full disk).
+    pub fn access_log_write_errors(&self) -> u64 {
+        self.access_log.as_ref().map_or(0, |l| l.write_errors())
+    }
+
     /// Waits (bounded) until every access-log line so far is written.
     pub async fn flush_access_log(&self) {
         if let Some(log) = self.access_log.clone() {
