@@ -75,6 +75,31 @@ impl Killable {
         k
     }
 
+    /// A backend on a listener the caller bound (in another network namespace, say: a socket
+    /// stays in the namespace it was made in). Must be called inside a tokio runtime.
+    pub fn on_listener(
+        name: &'static str,
+        kind: Kind,
+        listener: std::net::TcpListener,
+    ) -> Killable {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let listener = TcpListener::from_std(listener).expect("tokio listener");
+        let addr = listener.local_addr().expect("addr");
+        let mut k = Killable {
+            name,
+            addr,
+            kind,
+            behaviour: Arc::new(Behaviour {
+                app_status: AtomicU16::new(200),
+                ..Behaviour::default()
+            }),
+            accepted: Arc::new(AtomicUsize::new(0)),
+            task: None,
+        };
+        k.serve(listener);
+        k
+    }
+
     fn serve(&mut self, listener: TcpListener) {
         let (name, kind) = (self.name, self.kind);
         let behaviour = Arc::clone(&self.behaviour);
