@@ -874,3 +874,142 @@ async fn servers_of_an_http_upstream_are_added_and_removed_under_kept_alive_load
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     rt.shutdown(PATIENCE).await;
 }
+
+/// `GET /` with an optional `Cookie`; (who answered, the `Set-Cookie` value if any).
+async fn get_with_cookie(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    cookie: Option<&str>,
+) -> (String, Option<String>) {
+    use http_body_util::BodyExt;
+    let mut req = http::Request::get("/").header("host", "t");
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let req = req.body(http_body_util::Empty::new()).expect("request");
+    tokio::time::timeout(PATIENCE, async {
+        sender.ready().await.expect("ready");
+        let resp = sender.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let set = resp
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().to_owned());
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (String::from_utf8_lossy(&body).into_owned(), set)
+    })
+    .await
+    .expect("answer in time")
+}
+
+/// A `sticky_cookie` names its server by address, so it keeps naming it when a server before it
+/// in the list is removed at runtime (and one added after it changes nothing either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_cookie_follows_its_server_across_runtime_membership_changes() {
+    use common::http_backend::{client, HttpBackend};
+    let (a, b, c) = (
+        HttpBackend::start("a").await,
+        HttpBackend::start("b").await,
+        HttpBackend::start("c").await,
+    );
+    let text = http_service(a.addr, b.addr).replace(
+        "scheduler = \"rr\"\n",
+        "scheduler = \"rr\"\nsticky_cookie = \"srv\"\n",
+    );
+    let rt = common::start(&text).await;
+    let ok = Client::new(AdminBind::Tcp(admin_addr(&rt)), Some(TOKEN.into()));
+    let mut web = client(rt.listener_addr("web").expect("web")).await;
+    let (s, v) = call(
+        &ok,
+        Method::POST,
+        "/api/v1/upstreams/h/servers",
+        Some(json!({ "address": c.addr.to_string() })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // rr over three: one of three requests without a cookie lands on c.
+    let mut c_cookie = None;
+    for _ in 0..3 {
+        if let (name, Some(set)) = get_with_cookie(&mut web, None).await {
+            if name == "c" {
+                c_cookie = Some(set);
+            }
+        }
+    }
+    let c_cookie = c_cookie.expect("c answered one of three and set its cookie");
+    let (name, set) = get_with_cookie(&mut web, Some(&c_cookie)).await;
+    assert_eq!((name.as_str(), set), ("c", None));
+    let (s, v) = call(
+        &ok,
+        Method::DELETE,
+        &format!("/api/v1/upstreams/h/servers/{}", a.addr),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for _ in 0..5 {
+        let (name, set) = get_with_cookie(&mut web, Some(&c_cookie)).await;
+        assert_eq!((name.as_str(), set), ("c", None), "still c, cookie kept");
+    }
+    drop(web);
+    rt.shutdown(PATIENCE).await;
+}
+
+/// With `send_proxy`, server connections are private to the client connection that opened them.
+/// Removing a server closes its private idle connections at that client's next request, which
+/// goes to another server; no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_proxied_connections_of_a_removed_server_close_at_the_clients_next_request() {
+    use common::http_backend::{client, get, HttpBackend};
+    let (a, b) = (
+        HttpBackend::start_proxied("a").await,
+        HttpBackend::start_proxied("b").await,
+    );
+    let text = http_service(a.addr, b.addr).replace(
+        "scheduler = \"rr\"\n",
+        "scheduler = \"rr\"\nsend_proxy = \"v1\"\n",
+    );
+    let rt = common::start(&text).await;
+    let ok = Client::new(AdminBind::Tcp(admin_addr(&rt)), Some(TOKEN.into()));
+    let web = rt.listener_addr("web").expect("web");
+    let (mut one, mut two) = (client(web).await, client(web).await);
+    let mut seen = Vec::new();
+    // rr: two in a row on each client, so each uses both servers.
+    for _ in 0..4 {
+        seen.push(get(&mut one).await.expect("one"));
+        seen.push(get(&mut one).await.expect("one"));
+        seen.push(get(&mut two).await.expect("two"));
+        seen.push(get(&mut two).await.expect("two"));
+    }
+    assert_eq!(seen.iter().filter(|n| *n == "a").count(), 8, "{seen:?}");
+    common::eventually("one private connection to a per client", || a.open() == 2).await;
+    let (s, v) = call(
+        &ok,
+        Method::DELETE,
+        &format!("/api/v1/upstreams/h/servers/{}", a.addr),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(get(&mut one).await.as_deref(), Ok("b"));
+    common::eventually("client one's private connection to a is closed", || {
+        a.open() == 1
+    })
+    .await;
+    assert_eq!(get(&mut two).await.as_deref(), Ok("b"));
+    common::eventually("client two's too", || a.open() == 0).await;
+    for _ in 0..4 {
+        assert_eq!(get(&mut one).await.as_deref(), Ok("b"));
+    }
+    assert_eq!(
+        b.open(),
+        2,
+        "b's private connections are kept, one per client"
+    );
+    drop((one, two));
+    common::eventually("the clients' private connections close with them", || {
+        b.open() == 0
+    })
+    .await;
+    rt.shutdown(PATIENCE).await;
+}

@@ -41,6 +41,16 @@ impl Drop for OpenGuard {
 
 impl HttpBackend {
     pub async fn start(name: &'static str) -> HttpBackend {
+        HttpBackend::start_with(name, false).await
+    }
+
+    /// As [`HttpBackend::start`], for an upstream with `send_proxy = "v1"`: each connection
+    /// starts with a PROXY v1 line, read and dropped before HTTP.
+    pub async fn start_proxied(name: &'static str) -> HttpBackend {
+        HttpBackend::start_with(name, true).await
+    }
+
+    async fn start_with(name: &'static str, proxied: bool) -> HttpBackend {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
         let requests = Arc::new(AtomicUsize::new(0));
@@ -52,13 +62,16 @@ impl HttpBackend {
             Arc::clone(&open),
         );
         let task = tokio::spawn(async move {
-            while let Ok((s, _)) = l.accept().await {
+            while let Ok((mut s, _)) = l.accept().await {
                 a.fetch_add(1, Ordering::SeqCst);
                 o.fetch_add(1, Ordering::SeqCst);
                 let guard = OpenGuard(Arc::clone(&o));
                 let r = Arc::clone(&r);
                 tokio::spawn(async move {
                     let _guard = guard;
+                    if proxied && !skip_proxy_line(&mut s).await {
+                        return;
+                    }
                     let svc = hyper::service::service_fn(move |_req: Request<_>| {
                         r.fetch_add(1, Ordering::SeqCst);
                         async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name)))) }
@@ -86,6 +99,23 @@ impl HttpBackend {
     pub fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
     }
+}
+
+/// Reads a PROXY v1 line (`PROXY … \r\n`, at most 107 bytes) byte by byte, so nothing of the
+/// HTTP request after it is consumed. Whether one was there.
+async fn skip_proxy_line(s: &mut TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::with_capacity(108);
+    while line.len() < 108 {
+        match s.read_u8().await {
+            Ok(b) => line.push(b),
+            Err(_) => return false,
+        }
+        if line.ends_with(b"\r\n") {
+            return line.starts_with(b"PROXY ");
+        }
+    }
+    false
 }
 
 impl Drop for HttpBackend {
