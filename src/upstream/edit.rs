@@ -17,7 +17,10 @@
 //! A connection that loaded the old snapshot just before a removal may still record a
 //! persistence entry with an old index after the remap; that client is then sent to the server
 //! now at that index once, or rescheduled if it cannot take it. Its connection itself is
-//! unaffected.
+//! unaffected. Likewise a connection or HTTP request retrying on another server while one is
+//! removed marks what it tried by index, so it may skip one server or try its failed one again.
+//! A request that picked a server just before its removal still goes to it (on a new connection
+//! if the server's pool was already retired).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
