@@ -124,7 +124,10 @@ async fn every_route_answers_and_changes_need_the_token() {
     let (s, v) = call(&open, Method::GET, "/api/v1/upstreams", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v[0]["editable"], true);
-    assert_eq!(v[1]["editable"], false, "h serves an HTTP listener");
+    assert_eq!(
+        v[1]["editable"], true,
+        "h serves an HTTP listener, and is editable too"
+    );
     let (s, v) = call(&open, Method::GET, "/api/v1/upstreams/u", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["persistence"]["entries"], 1, "one /24 client");
@@ -269,7 +272,7 @@ async fn every_route_answers_and_changes_need_the_token() {
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    // HTTP upstreams: weight and state yes, membership no.
+    // HTTP upstreams: membership too (the pools follow their servers).
     let (s, v) = call(
         &ok,
         Method::POST,
@@ -277,11 +280,15 @@ async fn every_route_answers_and_changes_need_the_token() {
         Some(json!({ "address": "127.0.0.1:9" })),
     )
     .await;
-    assert_eq!(s, StatusCode::CONFLICT);
-    assert!(
-        v["error"].as_str().unwrap_or_default().contains("HTTP"),
-        "{v}"
-    );
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = call(
+        &ok,
+        Method::DELETE,
+        "/api/v1/upstreams/h/servers/127.0.0.1:9",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let (s, _) = call(
         &ok,
         Method::DELETE,
@@ -289,7 +296,7 @@ async fn every_route_answers_and_changes_need_the_token() {
         None,
     )
     .await;
-    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(s, StatusCode::CONFLICT, "the last server of h stays");
     let (s, _) = call(
         &ok,
         Method::POST,
@@ -636,8 +643,11 @@ async fn ctl_list_matches_the_golden_file_and_ctl_changes_servers() {
         ],
     );
     assert!(ok, "{err}");
+    // An upstream an HTTP listener uses takes new servers and gives them up again.
     let (ok, _, err) = ctl(admin, &[&token, "add-server", "h", &d.addr.to_string()]);
-    assert!(!ok && err.contains("409"), "{err}");
+    assert!(ok, "{err}");
+    let (ok, _, err) = ctl(admin, &[&token, "remove-server", "h", &d.addr.to_string()]);
+    assert!(ok, "{err}");
     common::who(rt.listener_addr("l").expect("l")).await;
 
     let (ok, out, err) = ctl(admin, &["list"]);
@@ -761,4 +771,245 @@ virtual_ipaddress = ["192.0.2.9/24"]
     );
     assert!(metrics.contains("ballast_vrrp_state{instance=\"VI_9\",state=\"MASTER\"} 0"));
     rt.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+/// An HTTP listener over `a` and `b` (rr), the admin API with a token. The hourly check keeps
+/// each server's checker (and so the server) alive after a removal, as in production: a removed
+/// server's pooled connections must be closed on purpose, not because the server was freed.
+fn http_service(a: SocketAddr, b: SocketAddr) -> String {
+    format!(
+        r#"[admin]
+bind = "127.0.0.1:0"
+token = "{TOKEN}"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+upstream = "h"
+workers = 2
+
+[[upstream]]
+name = "h"
+scheduler = "rr"
+connect_timeout = "1s"
+[upstream.health_check]
+interval = "1h"
+timeout = "1s"
+[[upstream.server]]
+address = "{a}"
+[[upstream.server]]
+address = "{b}"
+"#
+    )
+}
+
+/// `ipvsadm -a` / `-d` on an upstream an HTTP listener uses, under kept-alive load: the added
+/// server gets requests; once the first server (so the others move up in the list) is removed it
+/// gets no new request, its pooled idle connections are closed, no request fails, and the pools
+/// of the others keep serving their own server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_of_an_http_upstream_are_added_and_removed_under_kept_alive_load() {
+    use common::http_backend::{HttpBackend, Load};
+    let (a, b, c) = (
+        HttpBackend::start("a").await,
+        HttpBackend::start("b").await,
+        HttpBackend::start("c").await,
+    );
+    let rt = common::start(&http_service(a.addr, b.addr)).await;
+    let ok = Client::new(AdminBind::Tcp(admin_addr(&rt)), Some(TOKEN.into()));
+    let web = rt.listener_addr("web").expect("web");
+    // 4 kept-alive clients, at most 3000 requests each (the test stops them well before).
+    let load = Load::start(web, 4, 3000).await;
+    load.wait_for_more(40).await;
+    assert!(
+        a.open() > 0 && b.open() > 0,
+        "pooled connections to a and b"
+    );
+    assert_eq!(c.requests(), 0);
+
+    let (s, v) = call(
+        &ok,
+        Method::POST,
+        "/api/v1/upstreams/h/servers",
+        Some(json!({ "address": c.addr.to_string() })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    common::eventually("the added server answers requests", || c.requests() >= 10).await;
+
+    let (s, v) = call(
+        &ok,
+        Method::DELETE,
+        &format!("/api/v1/upstreams/h/servers/{}", a.addr),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let closed_after =
+        common::killable::time_until("a's pooled connections are closed", || a.open() == 0).await;
+    // Requests that picked a just before the removal finish; none starts after it.
+    load.wait_for_more(40).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (a_requests, from) = (a.requests(), load.answered());
+    load.wait_for_more(200).await;
+    assert_eq!(a.requests(), a_requests, "a got requests after its removal");
+    let later: Vec<String> = load.answers.lock().expect("lock")[from..].to_vec();
+    assert!(
+        later.iter().all(|n| n == "b" || n == "c"),
+        "every later answer is b's or c's (pools follow their server): {later:?}"
+    );
+    assert!(later.iter().any(|n| n == "b") && later.iter().any(|n| n == "c"));
+    assert_eq!(a.open(), 0, "a's connections stay closed");
+    assert!(b.open() > 0 && c.open() > 0, "b and c keep theirs");
+    let (answers, failures) = load.finish().await;
+    eprintln!(
+        "{} requests ({} a, {} b, {} c), {} failed; a's connections closed {closed_after:?} after its removal",
+        answers.len(),
+        a.requests(),
+        b.requests(),
+        c.requests(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    rt.shutdown(PATIENCE).await;
+}
+
+/// `GET /` with an optional `Cookie`; (who answered, the `Set-Cookie` value if any).
+async fn get_with_cookie(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    cookie: Option<&str>,
+) -> (String, Option<String>) {
+    use http_body_util::BodyExt;
+    let mut req = http::Request::get("/").header("host", "t");
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let req = req.body(http_body_util::Empty::new()).expect("request");
+    tokio::time::timeout(PATIENCE, async {
+        sender.ready().await.expect("ready");
+        let resp = sender.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let set = resp
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().to_owned());
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (String::from_utf8_lossy(&body).into_owned(), set)
+    })
+    .await
+    .expect("answer in time")
+}
+
+/// A `sticky_cookie` names its server by address, so it keeps naming it when a server before it
+/// in the list is removed at runtime (and one added after it changes nothing either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_cookie_follows_its_server_across_runtime_membership_changes() {
+    use common::http_backend::{client, HttpBackend};
+    let (a, b, c) = (
+        HttpBackend::start("a").await,
+        HttpBackend::start("b").await,
+        HttpBackend::start("c").await,
+    );
+    let text = http_service(a.addr, b.addr).replace(
+        "scheduler = \"rr\"\n",
+        "scheduler = \"rr\"\nsticky_cookie = \"srv\"\n",
+    );
+    let rt = common::start(&text).await;
+    let ok = Client::new(AdminBind::Tcp(admin_addr(&rt)), Some(TOKEN.into()));
+    let mut web = client(rt.listener_addr("web").expect("web")).await;
+    let (s, v) = call(
+        &ok,
+        Method::POST,
+        "/api/v1/upstreams/h/servers",
+        Some(json!({ "address": c.addr.to_string() })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // rr over three: one of three requests without a cookie lands on c.
+    let mut c_cookie = None;
+    for _ in 0..3 {
+        if let (name, Some(set)) = get_with_cookie(&mut web, None).await {
+            if name == "c" {
+                c_cookie = Some(set);
+            }
+        }
+    }
+    let c_cookie = c_cookie.expect("c answered one of three and set its cookie");
+    let (name, set) = get_with_cookie(&mut web, Some(&c_cookie)).await;
+    assert_eq!((name.as_str(), set), ("c", None));
+    let (s, v) = call(
+        &ok,
+        Method::DELETE,
+        &format!("/api/v1/upstreams/h/servers/{}", a.addr),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for _ in 0..5 {
+        let (name, set) = get_with_cookie(&mut web, Some(&c_cookie)).await;
+        assert_eq!((name.as_str(), set), ("c", None), "still c, cookie kept");
+    }
+    drop(web);
+    rt.shutdown(PATIENCE).await;
+}
+
+/// With `send_proxy`, server connections are private to the client connection that opened them.
+/// Removing a server closes its private idle connections at that client's next request, which
+/// goes to another server; no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_proxied_connections_of_a_removed_server_close_at_the_clients_next_request() {
+    use common::http_backend::{client, get, HttpBackend};
+    let (a, b) = (
+        HttpBackend::start_proxied("a").await,
+        HttpBackend::start_proxied("b").await,
+    );
+    let text = http_service(a.addr, b.addr).replace(
+        "scheduler = \"rr\"\n",
+        "scheduler = \"rr\"\nsend_proxy = \"v1\"\n",
+    );
+    let rt = common::start(&text).await;
+    let ok = Client::new(AdminBind::Tcp(admin_addr(&rt)), Some(TOKEN.into()));
+    let web = rt.listener_addr("web").expect("web");
+    let (mut one, mut two) = (client(web).await, client(web).await);
+    let mut seen = Vec::new();
+    // rr: two in a row on each client, so each uses both servers.
+    for _ in 0..4 {
+        seen.push(get(&mut one).await.expect("one"));
+        seen.push(get(&mut one).await.expect("one"));
+        seen.push(get(&mut two).await.expect("two"));
+        seen.push(get(&mut two).await.expect("two"));
+    }
+    assert_eq!(seen.iter().filter(|n| *n == "a").count(), 8, "{seen:?}");
+    common::eventually("one private connection to a per client", || a.open() == 2).await;
+    let (s, v) = call(
+        &ok,
+        Method::DELETE,
+        &format!("/api/v1/upstreams/h/servers/{}", a.addr),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(get(&mut one).await.as_deref(), Ok("b"));
+    common::eventually("client one's private connection to a is closed", || {
+        a.open() == 1
+    })
+    .await;
+    assert_eq!(get(&mut two).await.as_deref(), Ok("b"));
+    common::eventually("client two's too", || a.open() == 0).await;
+    for _ in 0..4 {
+        assert_eq!(get(&mut one).await.as_deref(), Ok("b"));
+    }
+    assert_eq!(
+        b.open(),
+        2,
+        "b's private connections are kept, one per client"
+    );
+    drop((one, two));
+    common::eventually("the clients' private connections close with them", || {
+        b.open() == 0
+    })
+    .await;
+    rt.shutdown(PATIENCE).await;
 }

@@ -335,3 +335,75 @@ async fn sighup_and_ctl_reload_apply_the_file_and_an_invalid_file_changes_nothin
     assert!(status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An HTTP listener `web` on `port` over upstream `h` (rr) with `servers`. The hourly check
+/// keeps a removed server's checker, and so the server, alive: its pooled connections must be
+/// closed on purpose.
+fn http_config_text(port: u16, servers: &[SocketAddr]) -> String {
+    let list: Vec<(SocketAddr, u32)> = servers.iter().map(|a| (*a, 1)).collect();
+    format!(
+        "[global]\nshutdown_grace = \"5s\"\n\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"http\"\nupstream = \"h\"\nworkers = 2\n\n[[upstream]]\nname = \"h\"\nscheduler = \"rr\"\nconnect_timeout = \"1s\"\n\n[upstream.health_check]\ninterval = \"1h\"\ntimeout = \"1s\"\n\n{}",
+        common::servers(&list)
+    )
+}
+
+/// A reload that adds a server to, then removes one from, an upstream an HTTP listener uses is
+/// applied, under kept-alive load, with no failed request; the removed server's pooled
+/// connections close and it gets no request after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_and_removes_servers_of_an_http_upstream_under_load() {
+    use common::http_backend::{HttpBackend, Load};
+    let (a, b, c) = (
+        HttpBackend::start("a").await,
+        HttpBackend::start("b").await,
+        HttpBackend::start("c").await,
+    );
+    let port = common::closed_port().await.port();
+    let parse = |servers: &[SocketAddr]| {
+        Config::from_str(&http_config_text(port, servers), "test.toml").expect("valid")
+    };
+    let mut rt = ballast::runtime::Runtime::start(parse(&[a.addr, b.addr]))
+        .await
+        .expect("starts");
+    let web = rt.listener_addr("web").expect("web");
+    let load = Load::start(web, 4, 3000).await;
+    load.wait_for_more(40).await;
+
+    let summary = rt
+        .reload(parse(&[a.addr, b.addr, c.addr]))
+        .await
+        .expect("adding a server of an HTTP upstream is applied");
+    assert_eq!(summary.upstreams_changed, ["h"], "{summary}");
+    common::eventually("the added server answers requests", || c.requests() >= 10).await;
+    assert!(a.open() > 0, "pooled connections to a");
+
+    let summary = rt
+        .reload(parse(&[b.addr, c.addr]))
+        .await
+        .expect("removing a server of an HTTP upstream is applied");
+    assert_eq!(summary.upstreams_changed, ["h"], "{summary}");
+    let closed_after =
+        common::killable::time_until("a's pooled connections are closed", || a.open() == 0).await;
+    load.wait_for_more(40).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (a_requests, from) = (a.requests(), load.answered());
+    load.wait_for_more(200).await;
+    assert_eq!(a.requests(), a_requests, "a got requests after the reload");
+    let later: Vec<String> = load.answers.lock().expect("lock")[from..].to_vec();
+    assert!(
+        later.iter().all(|n| n == "b" || n == "c"),
+        "every later answer is b's or c's: {later:?}"
+    );
+    assert_eq!(a.open(), 0, "a's connections stay closed");
+    let (answers, failures) = load.finish().await;
+    eprintln!(
+        "HTTP reloads under load: {} requests ({} a, {} b, {} c), {} failed; a's connections closed {closed_after:?} after the reload",
+        answers.len(),
+        a.requests(),
+        b.requests(),
+        c.requests(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    rt.shutdown(PATIENCE).await;
+}

@@ -130,7 +130,7 @@ pub async fn route(
             let v: Vec<UpstreamView> = services
                 .upstreams
                 .iter()
-                .map(|u| upstream_view(u, editable(&services, u)))
+                .map(|u| upstream_view(u))
                 .collect();
             json(StatusCode::OK, &v)
         }
@@ -149,7 +149,7 @@ pub async fn route(
                     &format!("no upstream named {name:?}"),
                 );
             };
-            upstream_route(shared, &services, u, who, method, tail, body)
+            upstream_route(shared, u, who, method, tail, body)
         }
         _ => error(
             StatusCode::NOT_FOUND,
@@ -158,13 +158,8 @@ pub async fn route(
     }
 }
 
-fn editable(services: &super::Services, u: &Upstream) -> bool {
-    !services.http_upstreams.iter().any(|n| n == u.name())
-}
-
 fn upstream_route(
     shared: &Arc<Shared>,
-    services: &super::Services,
     u: &Arc<Upstream>,
     who: &Who,
     method: &Method,
@@ -172,12 +167,9 @@ fn upstream_route(
     body: &Bytes,
 ) -> Resp {
     match (method, tail) {
-        (&Method::GET, []) => json(StatusCode::OK, &upstream_view(u, editable(services, u))),
-        (&Method::GET, ["servers"]) => json(
-            StatusCode::OK,
-            &upstream_view(u, editable(services, u)).servers,
-        ),
-        (&Method::POST, ["servers"]) => add_server(shared, services, u, who, body),
+        (&Method::GET, []) => json(StatusCode::OK, &upstream_view(u)),
+        (&Method::GET, ["servers"]) => json(StatusCode::OK, &upstream_view(u).servers),
+        (&Method::POST, ["servers"]) => add_server(shared, u, who, body),
         (_, ["servers", address, action @ ..]) => {
             let Ok(address) = address.parse::<SocketAddr>() else {
                 return error(
@@ -198,7 +190,7 @@ fn upstream_route(
             };
             match (method, action) {
                 (&Method::GET, []) => {
-                    let view = upstream_view(u, editable(services, u));
+                    let view = upstream_view(u);
                     match view.servers.into_iter().nth(index) {
                         Some(s) => json(StatusCode::OK, &s),
                         None => error(StatusCode::NOT_FOUND, "the server was just removed"),
@@ -211,7 +203,7 @@ fn upstream_route(
                     };
                     edit_server(u, index, address, who, edit.weight, edit.state.as_deref())
                 }
-                (&Method::DELETE, []) => remove_server(services, u, address, who),
+                (&Method::DELETE, []) => remove_server(u, address, who),
                 (&Method::POST, ["drain"]) => {
                     edit_server(u, index, address, who, None, Some("draining"))
                 }
@@ -290,23 +282,14 @@ fn edit_server(
         let reason = format!("admin API, {who}");
         u.set_server_state(index, st, &reason);
     }
-    let view = upstream_view(u, true);
+    let view = upstream_view(u);
     match view.servers.into_iter().nth(index) {
         Some(s) => json(StatusCode::OK, &s),
         None => error(StatusCode::NOT_FOUND, "the server was just removed"),
     }
 }
 
-fn add_server(
-    shared: &Arc<Shared>,
-    services: &super::Services,
-    u: &Arc<Upstream>,
-    who: &Who,
-    body: &Bytes,
-) -> Resp {
-    if !editable(services, u) {
-        return not_editable(u);
-    }
+fn add_server(shared: &Arc<Shared>, u: &Arc<Upstream>, who: &Who, body: &Bytes) -> Resp {
     let add: AddServer = match parse_body(body) {
         Ok(a) => a,
         Err(resp) => return *resp,
@@ -361,7 +344,7 @@ fn add_server(
     }
     tracing::info!(target: "ballast::admin", %who, upstream = %u.name(), server = %address,
         weight = add.weight, backup = add.backup, "server added");
-    let view = upstream_view(u, true);
+    let view = upstream_view(u);
     match view
         .servers
         .into_iter()
@@ -372,15 +355,7 @@ fn add_server(
     }
 }
 
-fn remove_server(
-    services: &super::Services,
-    u: &Arc<Upstream>,
-    address: SocketAddr,
-    who: &Who,
-) -> Resp {
-    if !editable(services, u) {
-        return not_editable(u);
-    }
+fn remove_server(u: &Arc<Upstream>, address: SocketAddr, who: &Who) -> Resp {
     match u.remove_server(address) {
         Ok(server) => {
             let active = server.active();
@@ -396,16 +371,6 @@ fn remove_server(
         }
         Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
     }
-}
-
-fn not_editable(u: &Upstream) -> Resp {
-    error(
-        StatusCode::CONFLICT,
-        &format!(
-            "upstream {:?} serves an HTTP listener, whose connection pools are per server: add or remove its servers in the configuration and reload; weight and state changes work",
-            u.name()
-        ),
-    )
 }
 
 async fn reload(shared: &Arc<Shared>, who: &Who) -> Resp {

@@ -101,30 +101,19 @@ pub struct Services {
     pub listeners: Vec<Arc<Listener>>,
     /// The upstreams.
     pub upstreams: Vec<Arc<Upstream>>,
-    /// Names of upstreams an HTTP listener sends requests to (directly or through a route):
-    /// their connection pools are per server index, so their server lists are not edited at
-    /// runtime.
-    pub http_upstreams: Vec<String>,
 }
 
 impl Services {
-    /// The view of a configuration's listeners and upstreams.
+    /// The view of a configuration's listeners and upstreams. (The configuration itself is
+    /// not needed any more; the parameter stays so callers need not change.)
     pub fn new(
-        config: &Config,
+        _config: &Config,
         listeners: Vec<Arc<Listener>>,
         upstreams: Vec<Arc<Upstream>>,
     ) -> Services {
-        let mut http_upstreams = Vec::new();
-        for l in config.listeners.iter().filter(|l| l.protocol.is_http()) {
-            http_upstreams.push(l.upstream.clone());
-            http_upstreams.extend(l.routes.iter().map(|r| r.upstream.clone()));
-        }
-        http_upstreams.sort();
-        http_upstreams.dedup();
         Services {
             listeners,
             upstreams,
-            http_upstreams,
         }
     }
 

@@ -127,7 +127,8 @@ pub struct UpstreamView {
     pub scheduler: String,
     /// Connections (or requests) no server could take.
     pub no_server: u64,
-    /// Whether servers can be added and removed at runtime (not while an HTTP listener uses it).
+    /// Whether servers can be added and removed at runtime: always `true` (HTTP upstreams
+    /// included); kept so clients that read it go on working.
     pub editable: bool,
     /// The active check's type; `null` = no active check.
     pub health_check: Option<String>,
@@ -290,7 +291,7 @@ pub fn listener_view(
 }
 
 /// The view of an upstream and its servers.
-pub fn upstream_view(u: &Upstream, editable: bool) -> UpstreamView {
+pub fn upstream_view(u: &Upstream) -> UpstreamView {
     let snapshot = u.snapshot();
     let entries = u
         .persistence
@@ -314,7 +315,7 @@ pub fn upstream_view(u: &Upstream, editable: bool) -> UpstreamView {
         name: u.name().to_owned(),
         scheduler: u.config.scheduler.as_str().to_owned(),
         no_server: u.stats.no_server.load(Ordering::Relaxed),
-        editable,
+        editable: true,
         health_check: u
             .config
             .health

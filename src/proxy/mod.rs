@@ -29,7 +29,7 @@ pub struct Route {
     pub listener: Arc<Listener>,
     /// The upstream that serves it (the default route of an HTTP listener).
     pub upstream: Arc<Upstream>,
-    /// Routes and per-server connection pools, for HTTP listeners.
+    /// Routes and the upstreams they name, for HTTP listeners.
     pub http: Option<Arc<http::HttpRoutes>>,
     /// Where access-log lines go; `None` = no access log.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,

@@ -146,8 +146,8 @@ impl Runtime {
             .iter()
             .map(|u| Arc::new(Upstream::new(u.clone())))
             .collect();
-        // Connection pools (and TLS client setups) for HTTP, one set per upstream, shared by every
-        // HTTP listener; none at all when no listener speaks HTTP.
+        // TLS client setups for HTTP, one per upstream, shared by every HTTP listener (kept-alive
+        // connections are in each server's own pool); none at all when no listener speaks HTTP.
         let any_http = config.listeners.iter().any(|l| l.protocol.is_http());
         let mut http_upstreams: Vec<Arc<HttpUpstream>> = Vec::with_capacity(upstreams.len());
         for u in upstreams.iter().filter(|_| any_http) {

@@ -10,9 +10,9 @@
 //! | a listener unchanged | kept: same sockets, same accept workers, nothing refused |
 //! | a listener added (TCP) | bound and started; a bind failure fails the whole reload before anything changed |
 //! | a listener removed | stops accepting (its sockets close); its established connections go on to their end |
-//! | an upstream's servers (added, removed, weight, state, limits) | one new snapshot, one atomic store; unchanged servers keep their counters and connections |
+//! | an upstream's servers (added, removed, weight, state, limits), TCP or HTTP | one new snapshot, one atomic store; unchanged servers keep their counters, connections and kept-alive HTTP pools; removed ones close their idle pooled connections |
 //! | an upstream added | created, with its health checks, for new listeners to use |
-//! | a listener changed, an HTTP listener added, an upstream removed or its other settings changed, servers added to or removed from an upstream an HTTP listener uses | refused: the reload is rejected as a whole, naming each one; nothing changes |
+//! | a listener changed, an HTTP listener added, an upstream removed or its other settings changed | refused: the reload is rejected as a whole, naming each one; nothing changes |
 //! | `[global]`, `[admin]` | take effect at the next start (logged) |
 //!
 //! All or nothing: every check runs before the first change, and the only step that can fail
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::Runtime;
-use crate::config::{Config, Protocol, ServerConfig, UpstreamConfig};
+use crate::config::{Config, Protocol, UpstreamConfig};
 use crate::listener::accept::Worker;
 use crate::listener::{self, Listener, ListenerStats};
 use crate::proxy::Route;
@@ -69,30 +69,6 @@ fn same_but_servers(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
     let mut a = a.clone();
     a.servers.clone_from(&b.servers);
     a == *b
-}
-
-/// Whether the member list changes (addresses or anything a kept server cannot take on).
-fn membership_changes(old: &[ServerConfig], new: &[ServerConfig]) -> bool {
-    old.len() != new.len()
-        || old.iter().zip(new).any(|(a, b)| {
-            a.address != b.address
-                || a.max_connections != b.max_connections
-                || a.backup != b.backup
-                || a.check != b.check
-                || a.check_port != b.check_port
-        })
-}
-
-/// Names of upstreams an HTTP listener of `config` uses.
-fn http_upstreams(config: &Config) -> Vec<&str> {
-    config
-        .listeners
-        .iter()
-        .filter(|l| l.protocol.is_http())
-        .flat_map(|l| {
-            std::iter::once(l.upstream.as_str()).chain(l.routes.iter().map(|r| r.upstream.as_str()))
-        })
-        .collect()
 }
 
 impl Runtime {
@@ -178,7 +154,6 @@ impl Runtime {
         if old.admin != new.admin {
             summary.deferred.push("[admin]".to_owned());
         }
-        let http_used = http_upstreams(old);
         for u in &old.upstreams {
             match new.upstream(&u.name) {
                 None => problems.push(format!(
@@ -189,15 +164,6 @@ impl Runtime {
                     "upstream \"{}\": settings other than its servers changed: that needs a restart (servers alone are changed in place)",
                     u.name
                 )),
-                Some(n)
-                    if http_used.contains(&u.name.as_str())
-                        && membership_changes(&u.servers, &n.servers) =>
-                {
-                    problems.push(format!(
-                        "upstream \"{}\" serves an HTTP listener: adding or removing its servers needs a restart (weights and states are changed in place)",
-                        u.name
-                    ));
-                }
                 Some(_) => {}
             }
         }

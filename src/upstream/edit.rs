@@ -3,7 +3,9 @@
 //! Every change builds a new snapshot and publishes it in one store, under the same lock as
 //! [`Upstream::rebuild`], so concurrent changes (a health checker's slow-start step and an
 //! operator's weight change) cannot lose one another. Servers that stay keep their `Arc<Server>`,
-//! so their counters, states and open connections are untouched.
+//! so their counters, states, open connections and kept-alive HTTP connections are untouched. A
+//! server that leaves is retired ([`Server::retire`]) once the snapshot without it is published:
+//! its idle kept-alive connections close, its requests in flight finish.
 //!
 //! # Indices
 //! The snapshot's server indices are what persistence entries store. Adding a server appends it
@@ -15,7 +17,10 @@
 //! A connection that loaded the old snapshot just before a removal may still record a
 //! persistence entry with an old index after the remap; that client is then sent to the server
 //! now at that index once, or rescheduled if it cannot take it. Its connection itself is
-//! unaffected.
+//! unaffected. Likewise a connection or HTTP request retrying on another server while one is
+//! removed marks what it tried by index, so it may skip one server or try its failed one again.
+//! A request that picked a server just before its removal still goes to it (on a new connection
+//! if the server's pool was already retired).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -162,6 +167,7 @@ impl Upstream {
             });
         }
         self.snapshot.store(Arc::new(next));
+        server.retire();
         Ok(server)
     }
 
@@ -169,9 +175,9 @@ impl Upstream {
     /// address and settings are unchanged keeps its `Arc<Server>` (counters, states and open
     /// connections); a changed weight or operator state in the configuration is applied to it
     /// (runtime changes the configuration did not touch are kept, compared against `previous`,
-    /// the configuration it replaces); others are created or dropped. Persistence entries
-    /// follow their server's address. Returns the servers created, so the caller can start
-    /// their checks.
+    /// the configuration it replaces); others are created, or dropped and retired. Persistence
+    /// entries follow their server's address. Returns the servers created, so the caller can
+    /// start their checks.
     pub fn sync_servers(
         &self,
         previous: &[ServerConfig],
@@ -222,6 +228,9 @@ impl Upstream {
         }
         let next = build_snapshot(&self.config, servers.into());
         self.snapshot.store(Arc::new(next));
+        for gone in snapshot.servers.iter().filter(|s| !self.contains(s)) {
+            gone.retire();
+        }
         created
     }
 
@@ -331,6 +340,33 @@ mod tests {
             u.remove_server(addr(1)),
             Err(EditError::NoSuchServer { .. })
         ));
+    }
+
+    #[test]
+    fn servers_that_leave_have_their_pools_retired_and_the_others_keep_theirs() {
+        let u = upstream("");
+        let (one, two) = {
+            let s = u.snapshot();
+            (Arc::clone(&s.servers[0]), Arc::clone(&s.servers[1]))
+        };
+        let before: Vec<ServerConfig> = u.config.servers.clone();
+        let added = u.add_server(server(3)).expect("added");
+        assert!(!added.pool.is_retired());
+        let removed = u.remove_server(addr(1)).expect("removed");
+        assert!(Arc::ptr_eq(&removed, &one));
+        assert!(one.pool.is_retired(), "a removed server's pool is retired");
+        assert!(!two.pool.is_retired() && !added.pool.is_retired());
+        assert!(Arc::ptr_eq(&u.snapshot().servers[0].pool, &two.pool));
+        // A reload that drops 3 and changes 2 beyond weight (a limit): both leave, 2 comes back
+        // as a new server with a pool of its own.
+        let now: Vec<ServerConfig> = vec![before[1].clone(), server(3)];
+        let mut wanted = vec![before[1].clone()];
+        wanted[0].max_connections = 10;
+        let created = u.sync_servers(&now, &wanted);
+        assert_eq!(created.len(), 1);
+        assert!(added.pool.is_retired() && two.pool.is_retired());
+        assert!(!created[0].pool.is_retired());
+        assert!(!Arc::ptr_eq(&created[0].pool, &two.pool));
     }
 
     #[test]

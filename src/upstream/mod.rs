@@ -29,6 +29,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{ServerConfig, UpstreamConfig};
 use crate::persistence::{Hold, Persistence};
+use crate::proxy::http::pool::ServerPool;
 use crate::scheduler::{server_id, PickContext, SchedServer, Scheduler};
 
 mod edit;
@@ -74,6 +75,10 @@ pub struct Server {
     /// The upstream's queue, woken when a slot on this server frees up (`None` when the
     /// upstream has no server with `max_connections`).
     queue: Option<Arc<Queue>>,
+    /// Kept-alive HTTP connections to this server, shared by every HTTP listener (empty, and
+    /// never allocated into, for TCP). Held here rather than in a table by index, so it follows
+    /// the server across snapshots; retired with [`Server::retire`] when the server leaves.
+    pub pool: Arc<ServerPool>,
 }
 
 impl Server {
@@ -86,7 +91,15 @@ impl Server {
             state,
             sorry,
             queue: None,
+            pool: Arc::default(),
         }
+    }
+
+    /// The server has left its upstream (removed at runtime or by a reload): its kept-alive
+    /// HTTP connections close now, and those its requests in flight give back later close
+    /// instead of being kept. Its established connections themselves go on to their end.
+    pub fn retire(&self) {
+        self.pool.retire();
     }
 
     /// Whether the server may take a NEW connection from the scheduler: up (active checks and

@@ -26,7 +26,7 @@ pub struct Pooled {
     pub(super) pool: Arc<ServerPool>,
     /// Most idle connections that pool keeps (`keepalive_pool`).
     pub(super) max_idle: usize,
-    pub(super) _guard: ServerGuard,
+    pub(super) guard: ServerGuard,
 }
 
 impl Drop for Pooled {
@@ -40,11 +40,16 @@ impl Drop for Pooled {
 }
 
 impl Pooled {
-    /// Returns the connection to its server's pool (once).
+    /// Returns the connection to its server's pool (once), unless the server has left its
+    /// upstream meanwhile: then the connection is dropped, which closes it (a private pool does
+    /// not know its server left; the server's own pool would refuse it anyway).
     fn release(&mut self) {
         let Some(sender) = self.sender.take() else {
             return;
         };
+        if self.guard.server().pool.is_retired() {
+            return;
+        }
         self.pool.checkin(sender, self.max_idle);
     }
 }

@@ -17,7 +17,9 @@
 //! Built on hyper 1.x: `hyper_util`'s auto builder serves HTTP/1.1 and cleartext HTTP/2 (prior
 //! knowledge) on the same port; servers are spoken to in HTTP/1.1 through
 //! `hyper::client::conn::http1` with ballast's own per-server pool (see [`pool`]), because the
-//! pool must follow the scheduler's per-request choice of server.
+//! pool must follow the scheduler's per-request choice of server. Each server carries its pool
+//! ([`Server::pool`](crate::upstream::Server)), so servers can be added to and removed from an
+//! upstream at runtime without disturbing the pools of the others.
 //!
 //! An upstream with `send_proxy` gets a PROXY header at the start of each server connection. Such
 //! a connection speaks for one client, so it is private to the client connection that opened it
@@ -41,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RetryOn;
 use crate::listener::socket::tune_stream;
 use crate::scheduler::PickContext;
-use crate::upstream::{Refusal, ServerGuard, Tried, Upstream};
+use crate::upstream::{Refusal, Server, ServerGuard, Tried, Upstream, UpstreamSnapshot};
 
 pub mod body;
 pub mod headers;
@@ -57,19 +59,14 @@ use route::Router;
 use super::proxy_protocol::write_header;
 use super::{client_addresses, ActiveGuard, Route};
 
-/// An upstream as HTTP sees it: the upstream, one connection pool per server (indexed like the
-/// snapshot's servers), and TLS to the servers when configured.
+/// An upstream as HTTP sees it: the upstream and TLS to the servers when configured. Kept-alive
+/// connections are in each server's own pool (`Server::pool`), unused when the upstream is sent
+/// PROXY headers: each client connection then keeps its own, see [`Ctx::private`].
 pub struct HttpUpstream {
     /// The upstream.
     pub upstream: Arc<Upstream>,
-    /// Kept-alive connections, one pool per server (unused when the upstream is sent PROXY
-    /// headers: each client connection then keeps its own, see [`Ctx::private`]).
-    pub pools: Box<[Arc<ServerPool>]>,
     /// TLS to the servers (`tls = true`).
     tls: Option<UpstreamTls>,
-    /// The `sticky_cookie` value naming each server: a stable hash of its address, so it
-    /// survives restarts and means the same on every ballast of a pair.
-    cookie_values: Box<[String]>,
 }
 
 /// What connecting with TLS needs.
@@ -82,19 +79,18 @@ impl std::fmt::Debug for HttpUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpUpstream")
             .field("upstream", &self.upstream.name())
-            .field("servers", &self.pools.len())
+            .field("servers", &self.upstream.snapshot().servers.len())
             .field("tls", &self.tls.is_some())
             .finish()
     }
 }
 
 impl HttpUpstream {
-    /// Pools for every server of `upstream`, and its TLS client configuration.
+    /// `upstream` with its TLS client configuration.
     ///
     /// # Errors
     /// When TLS to the servers is configured and its CA file cannot be used.
     pub fn new(upstream: Arc<Upstream>) -> Result<HttpUpstream, crate::tls::TlsError> {
-        let n = upstream.snapshot().servers.len();
         let http = &upstream.config.http;
         let tls = match &http.tls {
             None => None,
@@ -110,18 +106,7 @@ impl HttpUpstream {
                 })
             }
         };
-        let cookie_values = upstream
-            .snapshot()
-            .servers
-            .iter()
-            .map(|s| format!("{:016x}", crate::scheduler::server_id(&s.address())))
-            .collect();
-        Ok(HttpUpstream {
-            upstream,
-            pools: (0..n).map(|_| Arc::default()).collect(),
-            tls,
-            cookie_values,
-        })
+        Ok(HttpUpstream { upstream, tls })
     }
 }
 
@@ -361,36 +346,36 @@ struct Ctx {
     /// The address the client connected to, as a PROXY header to servers states it.
     destination: SocketAddr,
     /// Server connections that carry this client's PROXY header, so no other client may use them
-    /// (HAProxy's private connections): one pool per (upstream, server) this connection used,
-    /// closed with it.
+    /// (HAProxy's private connections): one pool per server this connection used, closed with
+    /// it, or at its next request once that server has left its upstream.
     private: Mutex<Vec<PrivatePool>>,
     request_id: HeaderName,
 }
 
-/// A client connection's own pool of connections to one server.
+/// A client connection's own pool of connections to one server, known by identity (the same
+/// address may come back as a new server after a removal; it gets a pool of its own).
 struct PrivatePool {
-    upstream: Arc<HttpUpstream>,
-    index: usize,
+    server: Arc<Server>,
     pool: Arc<ServerPool>,
 }
 
 impl Ctx {
-    /// The pool a request to server `index` of `up` takes its connection from and returns it to.
-    fn pool(&self, up: &Arc<HttpUpstream>, index: usize) -> Option<Arc<ServerPool>> {
+    /// The pool a request to `server` of `up` takes its connection from and returns it to: the
+    /// server's own, or this client connection's private one when the upstream sends PROXY
+    /// headers. Private pools of servers that have left their upstream are dropped here, which
+    /// closes their idle connections.
+    fn pool(&self, up: &HttpUpstream, server: &Arc<Server>) -> Option<Arc<ServerPool>> {
         if up.upstream.config.send_proxy.is_none() {
-            return up.pools.get(index).cloned();
+            return Some(Arc::clone(&server.pool));
         }
         let mut private = self.private.lock().ok()?;
-        if let Some(p) = private
-            .iter()
-            .find(|p| p.index == index && Arc::ptr_eq(&p.upstream, up))
-        {
+        private.retain(|p| !p.server.pool.is_retired());
+        if let Some(p) = private.iter().find(|p| Arc::ptr_eq(&p.server, server)) {
             return Some(Arc::clone(&p.pool));
         }
         let pool = Arc::new(ServerPool::default());
         private.push(PrivatePool {
-            upstream: Arc::clone(up),
-            index,
+            server: Arc::clone(server),
             pool: Arc::clone(&pool),
         });
         Some(pool)
@@ -609,11 +594,13 @@ async fn forward(
     let cookie_name = ucfg.http.sticky_cookie.as_deref();
     let mut sticky = None;
     if let Some(name) = cookie_name {
-        sticky = headers::cookie(req.headers(), name)
-            .and_then(|v| up.cookie_values.iter().position(|c| c == v));
+        sticky = headers::cookie(req.headers(), name).and_then(|v| sticky_index(&snapshot, v));
         headers::remove_cookie(req.headers_mut(), name);
     }
-    let wanted = sticky;
+    // The server the cookie names, by address: the index is only meaningful in `snapshot`.
+    let wanted = sticky
+        .and_then(|i| snapshot.servers.get(i))
+        .map(|s| s.address());
     let mut req = Some(req);
     let mut last_failure = None;
     for _attempt in 0..=ucfg.retries {
@@ -638,7 +625,7 @@ async fn forward(
         };
         let index = guard.index();
         tried.insert(index);
-        let Some(pool) = ctx.pool(up, index) else {
+        let Some(pool) = ctx.pool(up, guard.server()) else {
             continue;
         };
         // An upgraded connection becomes a tunnel and never returns to a pool, so it gets its own.
@@ -667,10 +654,11 @@ async fn forward(
         let Some(this) = req.take() else {
             break;
         };
+        let address = guard.server().address();
         let failed = match send(this, sender, guard, pool, ctx, up, upgrade.take()).await {
             Ok(mut resp) => {
-                if let (Some(name), false) = (cookie_name, wanted == Some(index)) {
-                    set_sticky_cookie(&mut resp, name, up, index);
+                if let (Some(name), false) = (cookie_name, wanted == Some(address)) {
+                    set_sticky_cookie(&mut resp, name, address);
                 }
                 return resp;
             }
@@ -841,7 +829,7 @@ async fn send(
                 sender: Some(sender),
                 pool,
                 max_idle: ucfg.http.keepalive_pool,
-                _guard: guard,
+                guard,
             }));
             let mut resp = Response::from_parts(parts, body);
             resp.extensions_mut()
@@ -895,15 +883,29 @@ async fn send(
 
 /// Tells the client which server to come back to (HAProxy `insert nocache`: the response is also
 /// marked `Cache-Control: private`, so no shared cache hands one client's cookie to others).
-fn set_sticky_cookie(resp: &mut Response<ProxyBody>, name: &str, up: &HttpUpstream, index: usize) {
-    let Some(value) = up.cookie_values.get(index) else {
-        return;
-    };
-    if let Ok(v) = HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly")) {
+/// The cookie value is a stable hash of the server's address ([`crate::scheduler::server_id`]),
+/// so it survives restarts, reloads and membership changes, and means the same on every ballast
+/// of a pair.
+fn set_sticky_cookie(resp: &mut Response<ProxyBody>, name: &str, server: SocketAddr) {
+    let value = crate::scheduler::server_id(&server);
+    if let Ok(v) = HeaderValue::from_str(&format!("{name}={value:016x}; Path=/; HttpOnly")) {
         resp.headers_mut().append(header::SET_COOKIE, v);
         resp.headers_mut()
             .append(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
+}
+
+/// The index in `snapshot` of the member a `sticky_cookie` value names (see
+/// [`set_sticky_cookie`]), if it is still one.
+fn sticky_index(snapshot: &UpstreamSnapshot, value: &str) -> Option<usize> {
+    if value.len() != 16 {
+        return None;
+    }
+    let id = u64::from_str_radix(value, 16).ok()?;
+    snapshot
+        .servers
+        .iter()
+        .position(|s| !s.sorry && crate::scheduler::server_id(&s.address()) == id)
 }
 
 /// A request a server failed before any byte of an answer reached the client.

@@ -10,7 +10,15 @@
 //!
 //! The pool is a short `Vec` (and one slot) behind a std mutex: the lock is held for a push, a pop
 //! or a clone, never across an `.await`.
+//!
+//! A server's shared pool lives in its [`Server`](crate::upstream::Server), so it follows the
+//! server, not its place in the upstream's list: a snapshot with servers added or removed keeps
+//! the pools of the servers that stay, and a new server starts with an empty one. When a server
+//! leaves its upstream (`ipvsadm -d`, a reload), its pool is [retired](ServerPool::retire): the
+//! connections kept idle close at once, and those its in-flight requests give back later are
+//! closed instead of kept (HAProxy `del server` after its connections are gone).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -69,6 +77,10 @@ impl Sender {
 pub struct ServerPool {
     idle: Mutex<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
     shared: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// Set once the server has left its upstream: nothing is kept any more. Written before the
+    /// kept connections are taken under the locks and read under them, so a check-in racing
+    /// [`ServerPool::retire`] either sees it or is taken by it.
+    retired: AtomicBool,
 }
 
 impl ServerPool {
@@ -77,6 +89,9 @@ impl ServerPool {
     /// its response body ends, when hyper may not yet have marked it idle, so this waits (briefly)
     /// for it to become ready; one the server closed is dropped.
     pub async fn checkout(&self, max_idle: Duration) -> Option<Sender> {
+        if self.is_retired() {
+            return None;
+        }
         if let Ok(mut shared) = self.shared.lock() {
             match shared.as_ref() {
                 Some(s) if !s.is_closed() => return Some(Sender::Http2(s.clone())),
@@ -101,7 +116,8 @@ impl ServerPool {
     }
 
     /// Keeps a connection: an HTTP/1.1 one whose exchange is complete, unless `max` are already
-    /// kept; an HTTP/2 one as the shared connection, unless one is already shared.
+    /// kept; an HTTP/2 one as the shared connection, unless one is already shared. Nothing is
+    /// kept once the pool is retired: the connection is dropped, which closes it.
     pub fn checkin(&self, sender: Sender, max: usize) {
         if sender.is_closed() {
             return;
@@ -109,19 +125,37 @@ impl ServerPool {
         match sender {
             Sender::Http1(s) => {
                 if let Ok(mut idle) = self.idle.lock() {
-                    if idle.len() < max {
+                    if idle.len() < max && !self.retired.load(Ordering::Acquire) {
                         idle.push((s, Instant::now()));
                     }
                 }
             }
             Sender::Http2(s) => {
                 if let Ok(mut shared) = self.shared.lock() {
-                    if shared.as_ref().is_none_or(|cur| cur.is_closed()) {
+                    let free = shared.as_ref().is_none_or(|cur| cur.is_closed());
+                    if free && !self.retired.load(Ordering::Acquire) {
                         *shared = Some(s);
                     }
                 }
             }
         }
+    }
+
+    /// The server has left its upstream: closes every connection kept now (HTTP/1.1 idle ones,
+    /// and the shared HTTP/2 one once its streams in flight end, as hyper drives it until its last
+    /// sender is gone) and keeps none from now on. Requests in flight finish on their
+    /// connections, which close when they are given back.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        let idle = self.idle.lock().map(|mut i| std::mem::take(&mut *i));
+        let shared = self.shared.lock().map(|mut s| s.take());
+        // Dropped outside the locks: each drop ends the connection's task, which closes it.
+        drop((idle, shared));
+    }
+
+    /// Whether [`ServerPool::retire`] was called.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// How many HTTP/1.1 connections are kept idle now.
