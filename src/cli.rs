@@ -255,6 +255,7 @@ fn warnings(cfg: &Config) -> Vec<String> {
         }
     }
     out.extend(nofile_warning(cfg));
+    out.extend(crate::secret::exposed_files(cfg));
     out
 }
 
@@ -366,6 +367,9 @@ fn serve(
 ) -> Result<()> {
     use crate::runtime::upgrade;
     init_logging(&cfg)?;
+    for warning in crate::secret::exposed_files(&cfg) {
+        tracing::warn!("{warning}");
+    }
     crate::runtime::nofile::apply(&cfg);
     let (inherited, takeover) = match &upgrade {
         Some((path, true)) => {
@@ -396,6 +400,10 @@ fn serve(
             ),
             None => None,
         };
+        // Everything that needs root at start is done: bound, opened, listening.
+        crate::privilege::drop_after_start(runtime.config())
+            .await
+            .context("cannot drop privileges")?;
         let mut upgraded = false;
         if let Some(f) = before_stop {
             f(&runtime);

@@ -88,6 +88,10 @@ pub(crate) struct GlobalToml {
     pub(crate) access_log: Option<Spanned<String>>,
     /// `access_log_format`: `text` or `json`.
     pub(crate) access_log_format: Option<Spanned<String>>,
+    /// `user`: a user name or numeric id to run as once everything is bound.
+    pub(crate) user: Option<Spanned<IdToml>>,
+    /// `group`: a group name or numeric id; default the user's primary group.
+    pub(crate) group: Option<Spanned<IdToml>>,
 }
 
 /// One `[[listener]]`.
@@ -334,6 +338,19 @@ impl<'de> Deserialize<'de> for DurationToml {
             expecting: "a duration with a unit, such as \"3s\"",
         })
         .map(DurationToml)
+    }
+}
+
+/// A user or group as written: a name (`"nobody"`) or a numeric id (`65534` or `"65534"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IdToml(pub(crate) StrOrInt);
+
+impl<'de> Deserialize<'de> for IdToml {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrOrIntVisitor {
+            expecting: "a name or a numeric id, such as \"nobody\" or 65534",
+        })
+        .map(IdToml)
     }
 }
 
