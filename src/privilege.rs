@@ -130,7 +130,15 @@ pub async fn drop_after_start(cfg: &Config) -> Result<(), PrivilegeError> {
             current: current.as_raw(),
         });
     }
-    let keep = kept(cfg);
+    // Root without some capability (a container that dropped it) cannot keep it: VRRP will
+    // report its own errors then, rather than the switch failing.
+    let held = caps::read(None, CapSet::Permitted)
+        .map_err(|e| PrivilegeError::Caps(format!("cannot read the permitted set: {e}")))?;
+    let wanted = kept(cfg);
+    for missing in wanted.difference(&held) {
+        tracing::warn!(capability = %missing, "not held at start, so it cannot be kept after the switch");
+    }
+    let keep: CapsHashSet = wanted.intersection(&held).copied().collect();
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     switch(run_as, &keep, workers)?;
     verify(run_as, &keep)?;

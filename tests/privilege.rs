@@ -507,10 +507,22 @@ fn as_root_with_vrrp_the_switched_process_keeps_exactly_net_admin_and_net_raw_an
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Runs the binary as user `nobody` (the test must be root to do that).
-fn as_nobody(cmd: &mut Command) -> &mut Command {
+/// The binary run as user `nobody` (the test must be root to do that), from a copy in `dir`:
+/// the build directory may be closed to other users.
+fn as_nobody(dir: &Path) -> Command {
+    let copy = dir.join("ballast");
+    if !copy.exists() {
+        // A hard link when the file system allows it (the debug binary is large).
+        let bin = env!("CARGO_BIN_EXE_ballast");
+        if std::fs::hard_link(bin, &copy).is_err() {
+            std::fs::copy(bin, &copy).expect("copy the binary");
+        }
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
     let (uid, gid) = nobody();
-    cmd.uid(uid).gid(gid)
+    let mut cmd = Command::new(copy);
+    cmd.uid(uid).gid(gid);
+    cmd
 }
 
 #[test]
@@ -532,9 +544,8 @@ fn started_as_the_configured_user_it_warns_and_runs_and_as_another_user_it_refus
         ),
         0o644,
     );
-    let mut cmd = ballast();
+    let mut cmd = as_nobody(&dir);
     cmd.args(["run", "-c"]).arg(&same);
-    as_nobody(&mut cmd);
     let mut p = Proc::start(cmd);
     p.until("the warning", |p| {
         p.log().contains("already running as the configured user")
@@ -554,7 +565,9 @@ fn started_as_the_configured_user_it_warns_and_runs_and_as_another_user_it_refus
         ),
         0o644,
     );
-    let out = as_nobody(ballast().args(["run", "-c"]).arg(&other))
+    let out = as_nobody(&dir)
+        .args(["run", "-c"])
+        .arg(&other)
         .output()
         .expect("run");
     stop.store(true, Ordering::SeqCst);
