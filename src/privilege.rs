@@ -264,8 +264,9 @@ fn switch(run_as: &RunAs, keep: &CapsHashSet, workers: usize) -> Result<(), Priv
         return Err(give_up(&r, e));
     }
     if let Err(e) = set_ids(run_as) {
-        // Fatal either way; the workers leave keep-caps off before the process exits.
+        // Fatal either way; every thread leaves keep-caps off before the process exits.
         r.update(|p| p.step = Step::Abort);
+        let _ = nix::sys::prctl::set_keepcaps(false);
         return Err(e);
     }
     let mine = narrow(keep);

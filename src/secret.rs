@@ -135,6 +135,23 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_of_the_wrong_type_is_not_quoted_in_the_diagnostic() {
+        for (text, key) in [
+            ("[admin]\ntoken = 918273645546372819\n", "admin.token"),
+            (
+                "[[vrrp.instance]]\nauthentication = { auth_type = \"PASS\", auth_pass = 91827364 }\n",
+                "auth_pass",
+            ),
+        ] {
+            let err = Config::from_str(text, "t.toml").expect_err("wrong type");
+            let msg = err.to_string();
+            assert!(msg.contains(key), "{msg}");
+            assert!(msg.contains("found an integer; expected"), "{msg}");
+            assert!(!msg.contains("918273") && !msg.contains("91827364"), "{msg}");
+        }
+    }
+
+    #[test]
     fn a_file_open_to_others_is_reported_with_its_mode_and_the_fix() {
         let dir = std::env::temp_dir().join(format!("ballast-secret-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");

@@ -508,6 +508,8 @@ fn wrong_type(
         (e, _) => (e, ""),
     };
     let snippet = snippet.trim();
+    // The value of a secret key is never quoted back, even when it has the wrong type.
+    let quote = !matches!(key, Some("token" | "auth_pass"));
     let found = match value {
         Some(DeValue::String(_)) => ("a string", true),
         Some(DeValue::Integer(_)) => ("an integer", true),
@@ -519,10 +521,10 @@ fn wrong_type(
         None => ("a value", false),
     };
     match found {
-        ("an integer", _) if expected == "an integer" => {
+        ("an integer", _) if quote && expected == "an integer" => {
             format!("{snippet} does not fit in a 64-bit integer")
         }
-        (kind, true) if snippet.chars().count() <= 40 && !snippet.contains('\n') => {
+        (kind, true) if quote && snippet.chars().count() <= 40 && !snippet.contains('\n') => {
             format!("{snippet} is {kind}; expected {expected}{hint}")
         }
         (kind, _) => format!("found {kind}; expected {expected}{hint}"),
