@@ -376,8 +376,8 @@ fn as_root_with_user_nobody_every_thread_switches_with_no_capabilities_and_traff
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A network namespace with a veth pair inside it (`eth0` 10.78.0.11/24, its peer up), removed
-/// on drop.
+/// A network namespace with a veth pair inside it (`eth0` and its peer, up, no address yet),
+/// removed on drop.
 struct Netns(String);
 
 impl Netns {
@@ -394,16 +394,15 @@ impl Netns {
             vec!["-n", n, "link", "set", "lo", "up"],
             vec!["-n", n, "link", "set", "eth1", "up"],
             vec!["-n", n, "link", "set", "eth0", "up"],
-            vec!["-n", n, "addr", "add", "10.78.0.11/24", "dev", "eth0"],
         ] {
-            let out = Command::new("ip").args(&args).output().expect("run ip");
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            ip(&args);
         }
         ns
+    }
+
+    /// Gives `eth0` its address, 10.78.0.11/24.
+    fn address_eth0(&self) {
+        ip(&["-n", &self.0, "addr", "add", "10.78.0.11/24", "dev", "eth0"]);
     }
 
     fn addresses(&self) -> String {
@@ -425,6 +424,15 @@ impl Netns {
         .join()
         .expect("netns thread")
     }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Netns {
@@ -477,6 +485,14 @@ fn as_root_with_vrrp_the_switched_process_keeps_exactly_net_admin_and_net_raw_an
         p.log().contains("switched user")
     });
     assert_switched(&p, NET_ADMIN_AND_RAW, NET_ADMIN_AND_RAW);
+    // The interface had no address at start, so the instance waits; it opens its raw sockets
+    // (CAP_NET_RAW) only now, after the switch, on whichever worker thread runs it.
+    assert!(
+        p.log().contains("VRRP instance cannot start yet"),
+        "{}",
+        p.log()
+    );
+    ns.address_eth0();
     // Alone on its link, the instance becomes MASTER after Master_Down_Interval (~3.4 s) and
     // adds the VIP, which needs CAP_NET_ADMIN after the switch.
     p.until("the VIP is added", |_| {
