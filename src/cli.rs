@@ -370,6 +370,7 @@ fn serve(
     for warning in crate::secret::exposed_files(&cfg) {
         tracing::warn!("{warning}");
     }
+    crate::privilege::needs_switch(&cfg).context("cannot drop privileges")?;
     crate::runtime::nofile::apply(&cfg);
     let (inherited, takeover) = match &upgrade {
         Some((path, true)) => {
@@ -401,9 +402,11 @@ fn serve(
             None => None,
         };
         // Everything that needs root at start is done: bound, opened, listening.
-        crate::privilege::drop_after_start(runtime.config())
-            .await
-            .context("cannot drop privileges")?;
+        if let Err(e) = crate::privilege::drop_after_start(runtime.config()).await {
+            // Nothing runs with more privilege than configured: stop what started, cleanly.
+            runtime.shutdown(std::time::Duration::ZERO).await;
+            return Err(anyhow::Error::new(e).context("cannot drop privileges"));
+        }
         let mut upgraded = false;
         if let Some(f) = before_stop {
             f(&runtime);

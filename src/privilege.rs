@@ -5,7 +5,8 @@
 //! [`drop_after_start`] runs after the runtime started (listeners bound, the access log opened,
 //! the admin server listening, VRRP instances started), after the upgrade socket is listening
 //! and after a takeover finished: everything that needs root at start has happened. The caller
-//! is the thread that drives the runtime (`block_on`), not a worker.
+//! is the thread that drives the runtime (`block_on`), not a worker. [`needs_switch`] runs before
+//! anything is bound, so a start that could not switch (not root, not the user) binds nothing.
 //!
 //! # How
 //! In that order, as HAProxy and nginx do: `setgroups` to the user's groups (or to the one
@@ -117,18 +118,10 @@ pub async fn drop_after_start(cfg: &Config) -> Result<(), PrivilegeError> {
     let Some(run_as) = &cfg.global.run_as else {
         return Ok(());
     };
-    let current = Uid::effective();
-    if !current.is_root() {
-        if current.as_raw() == run_as.uid {
-            tracing::warn!(user = %run_as.user, uid = run_as.uid,
-                "already running as the configured user; nothing to switch");
-            return Ok(());
-        }
-        return Err(PrivilegeError::NotRoot {
-            user: run_as.user.clone(),
-            uid: run_as.uid,
-            current: current.as_raw(),
-        });
+    if !needs_switch(cfg)? {
+        tracing::warn!(user = %run_as.user, uid = run_as.uid,
+            "already running as the configured user; nothing to switch");
+        return Ok(());
     }
     // Root without some capability (a container that dropped it) cannot keep it: VRRP will
     // report its own errors then, rather than the switch failing.
@@ -152,6 +145,29 @@ pub async fn drop_after_start(cfg: &Config) -> Result<(), PrivilegeError> {
     tracing::info!(user = %run_as.user, uid = run_as.uid, group = %run_as.group,
         gid = run_as.gid, capabilities = %kept, "switched user");
     Ok(())
+}
+
+/// Whether the switch is to be made: `false` without `user` or when already running as it.
+/// Checked before anything is bound, so a start that could not switch binds nothing.
+///
+/// # Errors
+/// [`PrivilegeError::NotRoot`]: not root, and not already the configured user.
+pub fn needs_switch(cfg: &Config) -> Result<bool, PrivilegeError> {
+    let Some(run_as) = &cfg.global.run_as else {
+        return Ok(false);
+    };
+    let current = Uid::effective();
+    if current.is_root() {
+        return Ok(true);
+    }
+    if current.as_raw() == run_as.uid {
+        return Ok(false);
+    }
+    Err(PrivilegeError::NotRoot {
+        user: run_as.user.clone(),
+        uid: run_as.uid,
+        current: current.as_raw(),
+    })
 }
 
 /// Where the rendezvous of the threads is.
