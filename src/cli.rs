@@ -255,6 +255,7 @@ fn warnings(cfg: &Config) -> Vec<String> {
         }
     }
     out.extend(nofile_warning(cfg));
+    out.extend(crate::secret::exposed_files(cfg));
     out
 }
 
@@ -366,6 +367,10 @@ fn serve(
 ) -> Result<()> {
     use crate::runtime::upgrade;
     init_logging(&cfg)?;
+    for warning in crate::secret::exposed_files(&cfg) {
+        tracing::warn!("{warning}");
+    }
+    crate::privilege::needs_switch(&cfg).context("cannot drop privileges")?;
     crate::runtime::nofile::apply(&cfg);
     let (inherited, takeover) = match &upgrade {
         Some((path, true)) => {
@@ -396,6 +401,12 @@ fn serve(
             ),
             None => None,
         };
+        // Everything that needs root at start is done: bound, opened, listening.
+        if let Err(e) = crate::privilege::drop_after_start(runtime.config()).await {
+            // Nothing runs with more privilege than configured: stop what started, cleanly.
+            runtime.shutdown(std::time::Duration::ZERO).await;
+            return Err(anyhow::Error::new(e).context("cannot drop privileges"));
+        }
         let mut upgraded = false;
         if let Some(f) = before_stop {
             f(&runtime);

@@ -22,6 +22,8 @@
 //! | [`admin`] | the admin API (JSON, `/api/v1`), Prometheus `/metrics`, the dashboard, the `ballast ctl` client |
 //! | [`import`] | Keepalived, nginx and ipvsadm-save configurations read and turned into ballast TOML (`ballast import`, `run --keepalived`) |
 //! | [`demo`] | the embedded default configuration and demo backends behind `ballast demo` |
+//! | [`privilege`] | least privilege: the switch to `[global] user`/`group` after start, with only the capabilities still needed |
+//! | [`secret`] | secrets that never print, and warnings for secret files open to other users |
 //! | [`cli`] | the command line |
 
 pub mod access_log;
@@ -34,9 +36,11 @@ pub mod health;
 pub mod import;
 pub mod listener;
 pub mod persistence;
+pub mod privilege;
 pub mod proxy;
 pub mod runtime;
 pub mod scheduler;
+pub mod secret;
 pub mod tls;
 pub mod upstream;
 pub mod vrrp;

@@ -49,8 +49,8 @@ pub enum ClientError {
 pub struct Client {
     /// The admin address.
     pub target: AdminBind,
-    /// The bearer token, if any.
-    pub token: Option<String>,
+    /// The bearer token, if any (its `Debug` shows `<redacted>`).
+    pub token: Option<crate::secret::Secret>,
     /// Longest wait for one exchange.
     pub timeout: Duration,
 }
@@ -60,7 +60,7 @@ impl Client {
     pub fn new(target: AdminBind, token: Option<String>) -> Client {
         Client {
             target,
-            token,
+            token: token.map(crate::secret::Secret::new),
             timeout: Duration::from_secs(30),
         }
     }
@@ -106,7 +106,7 @@ impl Client {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         if let Some(t) = &self.token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            req = req.header(header::AUTHORIZATION, format!("Bearer {}", t.expose()));
         }
         let req = req
             .body(Full::new(payload))

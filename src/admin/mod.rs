@@ -58,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AdminBind, AdminConfig, AdminToken, Config};
 use crate::listener::Listener;
+use crate::secret::Secret;
 use crate::upstream::Upstream;
 
 pub mod api;
@@ -166,7 +167,7 @@ pub struct Shared {
     pub access_log: std::sync::OnceLock<Arc<crate::access_log::AccessLog>>,
     /// The VRRP instances, when `[vrrp]` is configured.
     pub vrrp: std::sync::OnceLock<Vec<Arc<crate::vrrp::InstanceStatus>>>,
-    token: Option<String>,
+    token: Option<Secret>,
     /// Whether reads need the token too (the bind is reachable from other hosts).
     reads_need_token: bool,
 }
@@ -244,7 +245,7 @@ pub async fn spawn(
                     "the file is empty",
                 )));
             }
-            Some(t.to_owned())
+            Some(Secret::new(t))
         }
     };
     let shared = Arc::new(Shared {
@@ -404,7 +405,7 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>, peer: &str) -> Res
     let path = req.uri().path().to_owned();
     let presented = bearer(&req);
     let token_ok = match (&shared.token, &presented) {
-        (Some(t), Some(p)) => constant_time_eq(t.as_bytes(), p.as_bytes()),
+        (Some(t), Some(p)) => constant_time_eq(t.expose().as_bytes(), p.as_bytes()),
         _ => false,
     };
     let who = Who {
@@ -480,15 +481,11 @@ fn bearer(req: &Request<Incoming>) -> Option<String> {
 }
 
 /// Compares two secrets in time that depends only on their lengths, never on where they
-/// differ.
+/// differ (`subtle`'s constant-time comparison: no early exit, and its result is hidden from
+/// the optimiser so the loop cannot be turned into one that stops at the first difference).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0xff);
-        diff |= x ^ y;
-    }
-    std::hint::black_box(diff) == 0
+    use subtle::ConstantTimeEq as _;
+    bool::from(a.ct_eq(b))
 }
 
 /// Decodes `%XX` escapes in a path segment (so `[::1]:80` can be written `%5B::1%5D:80`);

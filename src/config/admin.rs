@@ -45,7 +45,7 @@ impl std::fmt::Display for AdminBind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminToken {
     /// `token = "…"`.
-    Inline(String),
+    Inline(crate::secret::Secret),
     /// `token_file = "…"`: read when the admin server starts (relative paths are resolved
     /// against the configuration file's directory); surrounding whitespace is ignored.
     File(PathBuf),

@@ -81,6 +81,26 @@ pub struct Global {
     /// `access_log` and `access_log_format`: one line per TCP connection and HTTP request.
     /// `None` = off (default).
     pub access_log: Option<AccessLogConfig>,
+    /// `user` and `group`: who ballast runs as once every socket is bound
+    /// ([`crate::privilege`]). `None` = stay as started (default).
+    pub run_as: Option<RunAs>,
+}
+
+/// `[global] user` and `group`, resolved against the user and group databases when the
+/// configuration was validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// `user` as written (a name, or a numeric id), for messages.
+    pub user: String,
+    /// Its user id.
+    pub uid: u32,
+    /// `group` as written, or the name of the user's primary group.
+    pub group: String,
+    /// The group id switched to.
+    pub gid: u32,
+    /// The supplementary groups switched to: the user's groups from the group database (with
+    /// `gid`), or `gid` alone for a numeric user with no entry.
+    pub groups: Vec<u32>,
 }
 
 /// A limit on open client connections and where accepting resumes once it was reached.

@@ -89,7 +89,7 @@ t!(
 t!(
     unknown_key_without_a_close_match_has_no_guess,
     concat!("[global]\ncolour = \"red\"\n", listener!(), upstream!()),
-    ["ballast.toml:2:1: global.colour: unknown key; allowed: log_level, log_format, threads, shutdown_grace, max_connections, resume_at, access_log, access_log_format"]
+    ["ballast.toml:2:1: global.colour: unknown key; allowed: log_level, log_format, threads, shutdown_grace, max_connections, resume_at, access_log, access_log_format, user, group"]
 );
 
 t!(
@@ -501,6 +501,7 @@ fn complete_file_builds_the_expected_model() {
                 resume_at: 100,
             },
             access_log: None,
+            run_as: None,
         },
         listeners: vec![ListenerConfig {
             name: "web".to_owned(),

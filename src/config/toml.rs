@@ -88,6 +88,10 @@ pub(crate) struct GlobalToml {
     pub(crate) access_log: Option<Spanned<String>>,
     /// `access_log_format`: `text` or `json`.
     pub(crate) access_log_format: Option<Spanned<String>>,
+    /// `user`: a user name or numeric id to run as once everything is bound.
+    pub(crate) user: Option<Spanned<IdToml>>,
+    /// `group`: a group name or numeric id; default the user's primary group.
+    pub(crate) group: Option<Spanned<IdToml>>,
 }
 
 /// One `[[listener]]`.
@@ -337,6 +341,19 @@ impl<'de> Deserialize<'de> for DurationToml {
     }
 }
 
+/// A user or group as written: a name (`"nobody"`) or a numeric id (`65534` or `"65534"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IdToml(pub(crate) StrOrInt);
+
+impl<'de> Deserialize<'de> for IdToml {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrOrIntVisitor {
+            expecting: "a name or a numeric id, such as \"nobody\" or 65534",
+        })
+        .map(IdToml)
+    }
+}
+
 impl<'de> Deserialize<'de> for SizeToml {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(StrOrIntVisitor {
@@ -491,6 +508,8 @@ fn wrong_type(
         (e, _) => (e, ""),
     };
     let snippet = snippet.trim();
+    // The value of a secret key is never quoted back, even when it has the wrong type.
+    let quote = !matches!(key, Some("token" | "auth_pass"));
     let found = match value {
         Some(DeValue::String(_)) => ("a string", true),
         Some(DeValue::Integer(_)) => ("an integer", true),
@@ -502,10 +521,10 @@ fn wrong_type(
         None => ("a value", false),
     };
     match found {
-        ("an integer", _) if expected == "an integer" => {
+        ("an integer", _) if quote && expected == "an integer" => {
             format!("{snippet} does not fit in a 64-bit integer")
         }
-        (kind, true) if snippet.chars().count() <= 40 && !snippet.contains('\n') => {
+        (kind, true) if quote && snippet.chars().count() <= 40 && !snippet.contains('\n') => {
             format!("{snippet} is {kind}; expected {expected}{hint}")
         }
         (kind, _) => format!("found {kind}; expected {expected}{hint}"),

@@ -52,6 +52,8 @@ mod http;
 mod limits;
 #[path = "validate_persistence.rs"]
 mod persistence;
+#[path = "validate_privilege.rs"]
+mod privilege;
 #[path = "validate_udp.rs"]
 mod udp;
 #[path = "validate_vrrp.rs"]
@@ -242,6 +244,7 @@ impl Validator<'_, '_> {
             shutdown_grace,
             connections: self.global_limit(raw),
             access_log: self.access_log(raw),
+            run_as: self.run_as(raw),
         }
     }
 

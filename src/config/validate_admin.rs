@@ -46,7 +46,7 @@ impl Validator<'_, '_> {
                         "is too short to be a secret; use at least 16 characters (e.g. `openssl rand -hex 16`)",
                     );
                 }
-                Some(AdminToken::Inline(value.to_owned()))
+                Some(AdminToken::Inline(crate::secret::Secret::new(value)))
             }
             (None, Some(f)) => {
                 if f.get_ref().is_empty() {

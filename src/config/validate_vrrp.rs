@@ -382,7 +382,7 @@ impl Validator<'_, '_> {
         base: &str,
         r: &VrrpInstanceToml,
         version: VrrpVersion,
-    ) -> Option<String> {
+    ) -> Option<crate::secret::Secret> {
         let auth = r.authentication.as_ref()?;
         let key = format!("{base}.authentication");
         if version == VrrpVersion::V3 {
@@ -420,21 +420,22 @@ impl Validator<'_, '_> {
         )?;
         let p = pass.get_ref();
         if p.is_empty() || p.len() > 8 {
-            let cut: String = p.bytes().take(8).map(char::from).collect();
+            // The message gives the length, never the text: it is a secret.
             self.error(
                 pass.span().start,
                 &format!("{key}.auth_pass"),
                 format!(
-                    "must be 1 to 8 bytes (the field on the wire is 8 bytes){}",
+                    "must be 1 to 8 bytes (the field on the wire is 8 bytes), not {}{}",
+                    p.len(),
                     if p.len() > 8 {
-                        format!("; Keepalived uses only the first 8, {cut:?}")
+                        "; Keepalived uses only the first 8"
                     } else {
-                        String::new()
+                        ""
                     }
                 ),
             );
         }
-        Some(p.clone())
+        Some(crate::secret::Secret::new(p.as_str()))
     }
 
     fn virtual_addresses(
@@ -601,7 +602,7 @@ mod tests {
         assert_eq!(i.priority, 150);
         assert_eq!(i.version, VrrpVersion::V2);
         assert_eq!(i.advert_int, Duration::from_secs(1));
-        assert_eq!(i.auth_pass.as_deref(), Some("secret"));
+        assert_eq!(i.auth_pass.as_ref().map(|s| s.expose()), Some("secret"));
         assert_eq!(
             i.virtual_ipaddress,
             vec![VirtualAddress {
@@ -646,7 +647,7 @@ mod tests {
                 "b.toml:9:37: vrrp.instance[0].virtual_ipaddress[1]: an instance's addresses are all IPv4 or all IPv6; use a second instance for the other family",
                 "b.toml:9:48: vrrp.instance[0].virtual_ipaddress[2]: \"x\" is not an address; expected IP or IP/prefix, such as \"10.0.0.50/24\" or \"fd00::50/64\"",
                 "b.toml:10:32: vrrp.instance[0].authentication.auth_type: \"AH\" is not supported; allowed: PASS (IPsec AH is not)",
-                "b.toml:10:50: vrrp.instance[0].authentication.auth_pass: must be 1 to 8 bytes (the field on the wire is 8 bytes); Keepalived uses only the first 8, \"01234567\"",
+                "b.toml:10:50: vrrp.instance[0].authentication.auth_pass: must be 1 to 8 bytes (the field on the wire is 8 bytes), not 10; Keepalived uses only the first 8",
                 "b.toml:11:17: vrrp.instance[0].unicast_peer[0]: must be of the same family as virtual_ipaddress",
                 "b.toml:12:32: vrrp.instance[0].track_upstream[0].upstream: no upstream named \"nope\"",
                 "b.toml:13:43: vrrp.instance[0].track_script[0].rise: 0 is out of range; allowed: 1..=1000",

@@ -35,7 +35,7 @@ pub struct VrrpInstanceConfig {
     /// seeing a lower-priority MASTER) before it preempts. Default 0.
     pub preempt_delay: Duration,
     /// `authentication.auth_pass` with `auth_type = "PASS"` (v2 only): up to 8 bytes.
-    pub auth_pass: Option<String>,
+    pub auth_pass: Option<crate::secret::Secret>,
     /// `virtual_ipaddress`: the VIPs, one family, at least one.
     pub virtual_ipaddress: Vec<VirtualAddress>,
     /// `unicast_src_ip`: the source of adverts; default the interface's primary address

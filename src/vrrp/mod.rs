@@ -357,7 +357,10 @@ async fn run(
     };
     let src = io.socket.src();
     let addrs: Vec<IpAddr> = cfg.virtual_ipaddress.iter().map(|v| v.addr).collect();
-    let auth = cfg.auth_pass.as_deref().map_or(Auth::None, Auth::pass);
+    let auth = cfg
+        .auth_pass
+        .as_ref()
+        .map_or(Auth::None, |p| Auth::pass(p.expose()));
     let interval = match cfg.version {
         Version::V2 => u16::try_from(cfg.advert_int.as_secs()).unwrap_or(1),
         Version::V3 => u16::try_from(cfg.advert_int.as_millis() / 10).unwrap_or(100),

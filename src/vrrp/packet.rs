@@ -52,13 +52,22 @@ impl Version {
     }
 }
 
-/// The v2 authentication field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The v2 authentication field. Its `Debug` does not show the password.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
     /// Auth type 0: the 8 bytes are zero.
     None,
     /// Auth type 1 (Keepalived `auth_type PASS`): a password of up to 8 bytes, NUL padded.
     Pass([u8; AUTH_LEN]),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Pass(_) => f.write_str("Pass(<redacted>)"),
+        }
+    }
 }
 
 impl Auth {
