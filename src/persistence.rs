@@ -12,7 +12,8 @@
 //!   each connection and runs only once the client is idle).
 //! * The caller drops an entry whose server can no longer take the client (down, draining,
 //!   disabled, full, or refusing connects) and schedules the client afresh; the new choice
-//!   becomes the entry.
+//!   becomes the entry. Connections still open on the old server keep counting on it, so the
+//!   entry cannot expire while the client has any connection open.
 //! * The table holds at most `persistence_max_entries`. When it is full, expired entries are
 //!   swept (at most once a second); a client that still finds no room is scheduled without an
 //!   entry, and counted (`full`).
@@ -55,8 +56,9 @@ pub struct PersistenceStats {
 /// One client's entry.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    /// Index of the server in the upstream's snapshot.
-    server: usize,
+    /// Index of the server in the upstream's snapshot; `None` once [`Persistence::forget`] let
+    /// go of it while connections still held the entry (the next hold names the new server).
+    server: Option<usize>,
     /// Connections (or requests) of this client open on the entry now.
     open: u32,
     /// When the last one ended (or the entry was made).
@@ -150,7 +152,7 @@ impl Persistence {
                 self.stats.expired.fetch_add(1, Ordering::Relaxed);
                 None
             }
-            Some(e) => Some(e.server),
+            Some(e) => e.server,
             None => None,
         }
     }
@@ -175,18 +177,18 @@ impl Persistence {
         }
         let mut shard = self.shard(&key)?;
         match shard.get_mut(&key) {
-            Some(e) if e.server == server => e.open = e.open.saturating_add(1),
+            Some(e) if e.server == Some(server) => e.open = e.open.saturating_add(1),
             Some(e) => {
                 // Re-pointed: connections still open on the old server keep running, and their
                 // holds now count on this entry.
-                e.server = server;
+                e.server = Some(server);
                 e.open = e.open.saturating_add(1);
             }
             None => {
                 shard.insert(
                     key,
                     Entry {
-                        server,
+                        server: Some(server),
                         open: 1,
                         idle_since: now,
                     },
@@ -200,14 +202,22 @@ impl Persistence {
         })
     }
 
-    /// Drops the client's entry: its server can no longer take it.
+    /// Drops the client's entry: its server can no longer take it. While connections of the
+    /// client are still open (on the old server), the entry stays with their count and names no
+    /// server, so it cannot expire under them; the next [`Persistence::hold`] names the new one.
     pub fn forget(&self, key: IpAddr) {
         let Some(mut shard) = self.shard(&key) else {
             return;
         };
-        if shard.remove(&key).is_some() {
+        let Some(e) = shard.get_mut(&key) else {
+            return;
+        };
+        self.stats.rescheduled.fetch_add(1, Ordering::Relaxed);
+        if e.open > 0 {
+            e.server = None;
+        } else {
+            shard.remove(&key);
             self.stats.entries.fetch_sub(1, Ordering::Relaxed);
-            self.stats.rescheduled.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -252,12 +262,14 @@ impl Persistence {
                 continue;
             };
             let before = shard.len();
-            shard.retain(|_, e| match f(e.server) {
-                Some(to) => {
-                    e.server = to;
+            shard.retain(|_, e| match e.server.map(&f) {
+                Some(Some(to)) => {
+                    e.server = Some(to);
                     true
                 }
-                None => false,
+                Some(None) => false,
+                // Names no server yet: nothing to remap.
+                None => true,
             });
             let removed = (before - shard.len()) as u64;
             self.stats.entries.fetch_sub(removed, Ordering::Relaxed);
@@ -273,7 +285,7 @@ impl Persistence {
                 continue;
             };
             for e in shard.values() {
-                if let Some(n) = out.get_mut(e.server) {
+                if let Some(n) = e.server.and_then(|s| out.get_mut(s)) {
                     *n += 1;
                 }
             }
@@ -377,6 +389,30 @@ mod tests {
             .expect("the idle entry was swept");
         assert_eq!(t.len(), 2);
         assert_eq!(t.lookup(ip("10.0.0.1")), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rescheduled_entry_lives_while_the_old_server_still_has_a_connection() {
+        let t = table(1000, 32, 10);
+        let k = ip("10.0.0.1");
+        let old = t.hold(k, 0, false).expect("room");
+        // Server 0 is drained: the client's next connection goes to server 1.
+        t.forget(k);
+        let new = t.hold(k, 1, false).expect("room");
+        // The connection on server 0 ends; the one on server 1 is still open.
+        drop(old);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            t.lookup(k),
+            Some(1),
+            "held by the open connection: no expiry"
+        );
+        drop(new);
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(t.lookup(k), Some(1));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(t.lookup(k), None, "expired a timeout after the last close");
+        assert!(t.is_empty());
     }
 
     #[test]

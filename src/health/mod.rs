@@ -316,6 +316,7 @@ impl Checker {
                 if self.active.is_none() {
                     machine.force_up();
                     self.server.state.set(StateFlags::DOWN, false);
+                    self.upstream.wake_queue();
                     self.changed(
                         Transition::Up,
                         "fail_timeout is over (no active check to wait for)",
@@ -387,6 +388,7 @@ impl Checker {
                 Some(Transition::Up) => {
                     let reason = format!("{} checks in a row passed", cfg.rise);
                     self.server.state.set(StateFlags::DOWN, false);
+                    self.upstream.wake_queue();
                     self.changed(Transition::Up, &reason);
                     ramp = self.start_ramp(Instant::now());
                 }
@@ -554,6 +556,10 @@ impl Upstream {
         let s = &server.state;
         s.set(StateFlags::DRAINING, state == AdminState::Draining);
         s.set(StateFlags::DISABLED, state == AdminState::Disabled);
+        if state == AdminState::Active {
+            // New room: clients waiting in the queue look again.
+            self.wake_queue();
+        }
         tracing::info!(upstream = %self.name(), server = %server.address(), index,
             from = old.as_str(), to = state.as_str(), %reason, "server state changed");
         true

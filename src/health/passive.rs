@@ -17,7 +17,10 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
-use std::time::Instant;
+
+// tokio's clock, not std's: the same in a release build, and paused tests (the simulation in
+// tests/simulation/health.rs) can move it.
+use tokio::time::Instant;
 
 use crate::upstream::{Server, StateFlags};
 

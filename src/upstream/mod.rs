@@ -299,6 +299,16 @@ impl Upstream {
         let servers = self.snapshot.load().servers.clone();
         let next = build_snapshot(&self.config, servers);
         self.snapshot.store(Arc::new(next));
+        // A weight may have grown from 0: clients waiting in the queue look again.
+        self.wake_queue();
+    }
+
+    /// Wakes the first client waiting in the queue (if any) to look for a slot again: a server
+    /// became usable or got weight, so there may be room that no freed slot announces.
+    pub fn wake_queue(&self) {
+        if let Some(queue) = &self.queue {
+            queue.slot_freed();
+        }
     }
 
     /// The upstream's name.
@@ -378,11 +388,9 @@ impl Upstream {
         let deadline = tokio::time::Instant::now() + queue.timeout;
         let mut look = !behind;
         loop {
-            // Registered before looking, so a slot freed in between is not missed.
-            let notified = queue.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
             if look {
+                // A wake-up sent after this is kept for the wait below, so none is missed.
+                place.looking();
                 let snapshot = self.snapshot();
                 if let Some(guard) = self.select(&snapshot, ctx, tried) {
                     place.served();
@@ -393,7 +401,10 @@ impl Upstream {
                 }
             }
             look = true;
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            if tokio::time::timeout_at(deadline, place.woken())
+                .await
+                .is_err()
+            {
                 queue.timeouts.fetch_add(1, Ordering::Relaxed);
                 return Err(Refusal::QueueTimeout);
             }
