@@ -235,7 +235,11 @@ impl ServerGuard {
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
-        self.server.stats.active.fetch_sub(1, Ordering::Relaxed);
+        // Acquire pairs with the Release of a waiter's failed `reserve`: if that waiter found
+        // the server full before this slot was freed, its place in the queue (taken before it
+        // looked) is visible to `slot_freed` below, so the wake-up cannot be lost. On x86 both
+        // are the same locked instruction as Relaxed.
+        self.server.stats.active.fetch_sub(1, Ordering::AcqRel);
         if let Some(queue) = &self.server.queue {
             queue.slot_freed();
         }
@@ -515,7 +519,8 @@ fn build_snapshot(config: &UpstreamConfig, servers: Box<[Arc<Server>]>) -> Upstr
 /// Takes one connection slot on `snapshot.servers[index]`, unless `max_connections` is reached.
 fn reserve(snapshot: &UpstreamSnapshot, index: usize) -> Option<ServerGuard> {
     let server = snapshot.servers.get(index)?;
-    let before = server.stats.active.fetch_add(1, Ordering::Relaxed);
+    // Release: see `ServerGuard::drop`.
+    let before = server.stats.active.fetch_add(1, Ordering::AcqRel);
     let max = u64::from(server.config.max_connections);
     if max != 0 && before >= max {
         server.stats.active.fetch_sub(1, Ordering::Relaxed);
