@@ -188,19 +188,7 @@ impl Upstream {
             match kept {
                 Some(s) => {
                     let before = previous.iter().find(|p| p.address == w.address);
-                    if before.is_none_or(|p| p.weight != w.weight) {
-                        s.state.set_weight(w.weight);
-                    }
-                    if before.is_none_or(|p| p.state != w.state) && s.state.admin() != w.state {
-                        s.state.set(
-                            super::StateFlags::DRAINING,
-                            w.state == crate::config::AdminState::Draining,
-                        );
-                        s.state.set(
-                            super::StateFlags::DISABLED,
-                            w.state == crate::config::AdminState::Disabled,
-                        );
-                    }
+                    apply_configured(s, before, w);
                     servers.push(Arc::clone(s));
                 }
                 None => {
@@ -225,13 +213,118 @@ impl Upstream {
         created
     }
 
-    /// Whether `server` is still a member of the current snapshot.
+    /// Whether `server` is still a member of the current snapshot (never, once the upstream is
+    /// retired).
     pub fn contains(&self, server: &Arc<Server>) -> bool {
-        self.snapshot
+        !self.retired.load(std::sync::atomic::Ordering::Relaxed)
+            && self
+                .snapshot
+                .load()
+                .servers
+                .iter()
+                .any(|s| Arc::ptr_eq(s, server))
+    }
+
+    /// Marks the upstream replaced or removed by a reload and wakes its health checkers, which
+    /// then end. Connections that hold it go on to their end.
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for s in self.snapshot.load().servers.iter() {
+            s.state.wake.notify_waiters();
+        }
+    }
+
+    /// The upstream that replaces `old` when a reload changed its settings (scheduler,
+    /// persistence, queue, health checks, timeouts…), built from `config`; nothing of `old`
+    /// changes until [`Upstream::take_over`]. A server whose address and settings are unchanged
+    /// is carried over with its `Arc<Server>` (counters, health and operator state, open
+    /// connections, `max_connections` accounting), as [`Upstream::sync_servers`] does, when
+    /// what a server holds of its upstream did not change: `inhibit_on_failure` and `passive`
+    /// (copied into its state) and the queue it wakes (`max_queue`, `queue_timeout`, whether
+    /// there is one). Otherwise every server starts afresh, and the old ones serve their open
+    /// connections to the end. The persistence table is carried over when `persistence` did
+    /// not change.
+    pub fn replacing(old: &Upstream, config: crate::config::UpstreamConfig) -> Upstream {
+        let wants_queue = config.servers.iter().any(|s| s.max_connections > 0);
+        let same_queue = old.queue.is_some() == wants_queue
+            && old.config.max_queue == config.max_queue
+            && old.config.queue_timeout == config.queue_timeout;
+        let carry = same_queue
+            && old.config.health.inhibit_on_failure == config.health.inhibit_on_failure
+            && old.config.health.passive == config.health.passive;
+        let mut fresh = Upstream::new(config);
+        if old.config.persistence == fresh.config.persistence {
+            fresh.persistence.clone_from(&old.persistence);
+        }
+        if !carry {
+            return fresh;
+        }
+        let snapshot = old.snapshot.load_full();
+        fresh.queue.clone_from(&old.queue);
+        let servers: Vec<Arc<Server>> = fresh
+            .snapshot
             .load()
             .servers
             .iter()
-            .any(|s| Arc::ptr_eq(s, server))
+            .map(|new| {
+                let kept = snapshot.servers.iter().find(|s| {
+                    s.sorry == new.sorry
+                        && s.address() == new.address()
+                        && same_but_weight_state(&s.config, &new.config)
+                });
+                if let Some(s) = kept {
+                    return Arc::clone(s);
+                }
+                let mut s = Server::new(new.config.clone(), &fresh.config, new.sorry);
+                if !new.sorry {
+                    s.queue.clone_from(&fresh.queue);
+                }
+                Arc::new(s)
+            })
+            .collect();
+        let next = build_snapshot(&fresh.config, servers.into());
+        fresh.snapshot.store(Arc::new(next));
+        fresh
+    }
+
+    /// Completes a [`Upstream::replacing`] when the reload applies it: the carried-over servers
+    /// take on the weight and operator state the new configuration gives them (where it changed
+    /// them), the persistence entries follow their servers' addresses, and `old` retires (its
+    /// health checkers end).
+    pub fn take_over(&self, old: &Upstream) {
+        let before = old.snapshot.load_full();
+        let serial = self.lock_rebuild();
+        let snapshot = self.snapshot.load_full();
+        for s in snapshot.servers.iter().filter(|s| !s.sorry) {
+            let wanted = self
+                .config
+                .servers
+                .iter()
+                .find(|w| w.address == s.address());
+            if let (true, Some(wanted)) = (before.servers.iter().any(|b| Arc::ptr_eq(b, s)), wanted)
+            {
+                let previous = old.config.servers.iter().find(|p| p.address == s.address());
+                apply_configured(s, previous, wanted);
+            }
+        }
+        if let (Some(table), Some(old_table)) = (&self.persistence, &old.persistence) {
+            if Arc::ptr_eq(table, old_table) {
+                let old_addrs: Vec<SocketAddr> =
+                    before.servers.iter().map(|s| s.address()).collect();
+                table.remap(|i| {
+                    let addr = old_addrs.get(i)?;
+                    snapshot
+                        .servers
+                        .iter()
+                        .position(|s| s.address() == *addr && !s.sorry)
+                });
+            }
+        }
+        let next = build_snapshot(&self.config, snapshot.servers.clone());
+        self.snapshot.store(Arc::new(next));
+        drop(serial);
+        old.retire();
     }
 
     pub(crate) fn lock_rebuild(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -246,6 +339,24 @@ impl Upstream {
             upstream: self.name().to_owned(),
             address,
         }
+    }
+}
+
+/// Gives a kept server the weight and operator state of its new configuration `wanted`, where
+/// the configuration changed them since `before` (runtime changes the file did not touch stay).
+fn apply_configured(s: &Server, before: Option<&ServerConfig>, wanted: &ServerConfig) {
+    if before.is_none_or(|p| p.weight != wanted.weight) {
+        s.state.set_weight(wanted.weight);
+    }
+    if before.is_none_or(|p| p.state != wanted.state) && s.state.admin() != wanted.state {
+        s.state.set(
+            super::StateFlags::DRAINING,
+            wanted.state == crate::config::AdminState::Draining,
+        );
+        s.state.set(
+            super::StateFlags::DISABLED,
+            wanted.state == crate::config::AdminState::Disabled,
+        );
     }
 }
 
