@@ -482,8 +482,53 @@ async fn http_and_udp_listeners_added_by_a_reload_serve() {
         tcp_exchange(common::addr(&rt)).await.is_ok(),
         "l still serves"
     );
-    rt.shutdown(PATIENCE).await;
+
+    // Both changed to other upstreams: new connections and new flows go there; the kept-alive
+    // HTTP connection keeps the version it was accepted with.
+    let web2 = common::killable::Killable::start("web2", common::killable::Kind::Http).await;
+    let (dns2, dns2_task) = udp_server("dns2").await;
+    let changed = format!(
+        "{more}\n[[upstream]]\nname = \"h2\"\n{}\n[[upstream]]\nname = \"d2\"\n{}",
+        common::servers(&[(web2.addr, 1)]),
+        common::servers(&[(dns2, 1)]),
+    )
+    .replace("upstream = \"h\"\n", "upstream = \"h2\"\n")
+    .replace("upstream = \"d\"\n", "upstream = \"d2\"\n");
+    let summary = rt.reload(parse(&changed)).await.expect("reload applies");
+    assert_eq!(summary.listeners_changed, ["web", "dns"], "{summary}");
+    assert_eq!(rt.listener_addr("web"), Some(web_addr), "same sockets");
+    let mut fresh = common::killable::Client::connect(web_addr).await;
+    let (_, body, _) = fresh.get("/", None).await.expect("HTTP answer");
+    assert_eq!(body, "name=web2");
+    let (_, body, _) = client.get("/", None).await.expect("HTTP answer");
+    assert_eq!(
+        body, "name=web",
+        "an established connection keeps its version"
+    );
+    drop((client, fresh));
+    assert_eq!(rt.listener_addr("dns"), Some(dns_addr), "same address");
+    // The same sockets: a new client (a new flow) goes to the new upstream at once, while the
+    // first client's open flow keeps its server.
+    let fresh_udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    fresh_udp.send_to(b"query", dns_addr).await.expect("send");
+    let (n, _) = tokio::time::timeout(PATIENCE, fresh_udp.recv_from(&mut buf))
+        .await
+        .expect("UDP answer in time")
+        .expect("recv");
+    let answered = Some(buf[..n].to_vec());
+    c.send_to(b"again", dns_addr).await.expect("send");
+    let (n, _) = tokio::time::timeout(PATIENCE, c.recv_from(&mut buf))
+        .await
+        .expect("UDP answer in time")
+        .expect("recv");
+    assert_eq!(&buf[..n], b"dns again", "an open flow keeps its server");
+    assert_eq!(answered.as_deref(), Some(&b"dns2 query"[..]));
+    // UDP flows stay open until udp_timeout: a short grace closes them.
+    rt.shutdown(Duration::from_millis(300)).await;
     dns_task.abort();
+    dns2_task.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -540,6 +585,7 @@ async fn a_listeners_upstream_and_timeouts_change_under_load_without_a_failed_co
         );
     }
     still_relays(&mut held).await;
+    drop(held);
     rt.shutdown(PATIENCE).await;
 }
 
@@ -605,6 +651,7 @@ async fn an_address_change_serves_on_the_new_port_and_the_old_one_drains() {
     })
     .await;
     still_relays(&mut held).await;
+    drop(held);
     rt.shutdown(PATIENCE).await;
 }
 

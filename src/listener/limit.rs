@@ -211,6 +211,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_raised_limit_wakes_a_waiting_worker_and_a_lowered_one_holds_it() {
+        let g = gate(1, 100);
+        let held = Permit::try_take(&gate(0, 100), &g).expect("room");
+        assert!(!g.try_take(), "full at 1");
+        let waiter = {
+            let g = Arc::clone(&g);
+            tokio::spawn(async move { g.room().await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        g.set_limit(ConnectionLimit {
+            max: 3,
+            resume_at: 100,
+        });
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the new limit")
+            .expect("no panic");
+        assert_eq!(g.open(), 1, "the open connection still counts");
+        g.set_limit(ConnectionLimit {
+            max: 1,
+            resume_at: 100,
+        });
+        assert!(
+            !g.try_take(),
+            "a lower limit applies to the next connection"
+        );
+        drop(held);
+        assert!(g.try_take());
+    }
+
+    #[tokio::test]
     async fn a_waiting_worker_wakes_at_the_low_water_mark_not_before() {
         let g = gate(4, 50);
         let permits: Vec<Permit> = (0..4)

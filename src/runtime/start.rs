@@ -121,9 +121,10 @@ pub(super) struct WorkerSlot {
 /// A running listener, as a reload sees it.
 #[derive(Debug)]
 pub(super) struct Running {
-    /// The route its workers load per connection; `None` for UDP (its workers hold their
-    /// listener and upstream, and a reload replaces them instead).
+    /// The route its workers load per connection; `None` for UDP.
     pub route: Option<Arc<ArcSwap<Route>>>,
+    /// The route a UDP listener's workers load per new flow; `None` for the others.
+    pub udp_route: Option<Arc<ArcSwap<crate::proxy::udp::UdpRoute>>>,
     /// Stops all its workers (a child of the runtime's `stop_accepting`).
     pub stop: CancellationToken,
     /// Its workers, in the order of their sockets in the SO_REUSEPORT group.
@@ -231,6 +232,7 @@ impl Runtime {
         );
         Running {
             route: Some(swap),
+            udp_route: None,
             stop,
             workers,
             steered: false,
@@ -277,10 +279,12 @@ impl Runtime {
         // A stop of its own; no sockets to hand over in a binary upgrade (a new process binds
         // UDP afresh).
         let stop = self.stop_accepting.child_token();
-        let listener =
+        let route =
             crate::proxy::udp::start(lc, ready, upstream, &stop, &self.abort, &self.tracker);
+        let listener = Arc::clone(&route.load().listener);
         let running = Running {
             route: None,
+            udp_route: Some(route),
             stop,
             workers: Vec::new(),
             steered: false,

@@ -445,6 +445,59 @@ mod tests {
     }
 
     #[test]
+    fn a_replacement_carries_unchanged_servers_and_the_persistence_table() {
+        let old = upstream("persistence_timeout = \"60s\"\n");
+        let a = Arc::clone(&old.snapshot().servers[0]);
+        a.stats
+            .connections
+            .store(7, std::sync::atomic::Ordering::Relaxed);
+        let table = Arc::clone(old.persistence.as_ref().expect("persistence"));
+        let mut config = old.config.clone();
+        config.scheduler = crate::scheduler::SchedulerKind::SourceHash;
+        config.servers[1].weight = 5;
+        let new = Upstream::replacing(&old, config);
+        assert!(
+            Arc::ptr_eq(&a, &new.snapshot().servers[0]),
+            "a carried over"
+        );
+        assert_eq!(
+            new.snapshot().servers[1].state.weight(),
+            2,
+            "nothing applied yet"
+        );
+        assert!(old.contains(&a));
+        new.take_over(&old);
+        let s = new.snapshot();
+        assert_eq!(&*s.weights, &[1, 5], "the new weight applied at take-over");
+        assert_eq!(
+            s.servers[0]
+                .stats
+                .connections
+                .load(std::sync::atomic::Ordering::Relaxed),
+            7
+        );
+        assert!(Arc::ptr_eq(&table, new.persistence.as_ref().expect("kept")));
+        assert!(
+            !old.contains(&a),
+            "the old upstream is retired: its checkers end"
+        );
+        assert!(new.contains(&a));
+    }
+
+    #[test]
+    fn a_replacement_starts_servers_afresh_when_their_state_depends_on_the_change() {
+        let old = upstream("");
+        let mut config = old.config.clone();
+        config.health.inhibit_on_failure = true;
+        let new = Upstream::replacing(&old, config);
+        assert!(!Arc::ptr_eq(
+            &old.snapshot().servers[0],
+            &new.snapshot().servers[0]
+        ));
+        assert!(new.snapshot().servers[0].state.inhibit);
+    }
+
+    #[test]
     fn a_sync_keeps_unchanged_servers_and_applies_configured_changes_only() {
         let u = upstream("");
         let before: Vec<ServerConfig> = u.config.servers.clone();

@@ -63,6 +63,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -208,6 +209,16 @@ fn hint(err: &io::Error) -> &'static str {
     }
 }
 
+/// Where a UDP listener's new flows go: the listener's version (settings, shared counters) and
+/// its upstream. A reload publishes a new one in one store; open flows keep theirs.
+#[derive(Debug)]
+pub struct UdpRoute {
+    /// The listener's settings and counters.
+    pub listener: Arc<Listener>,
+    /// The upstream that serves it.
+    pub upstream: Arc<Upstream>,
+}
+
 /// The sockets of a UDP listener registered with the async runtime, ready to serve.
 #[derive(Debug)]
 pub struct ReadyUdp {
@@ -233,7 +244,8 @@ impl BoundUdp {
     }
 }
 
-/// Starts the workers of a UDP listener on `tracker` and returns the running listener.
+/// Starts the workers of a UDP listener on `tracker`; returns the route they load per new flow
+/// (its listener is the running listener).
 pub fn start(
     config: &ListenerConfig,
     bound: ReadyUdp,
@@ -241,7 +253,7 @@ pub fn start(
     stop_accepting: &CancellationToken,
     abort: &CancellationToken,
     tracker: &TaskTracker,
-) -> Arc<Listener> {
+) -> Arc<ArcSwap<UdpRoute>> {
     let stats = Arc::new(UdpStats::default());
     let listener = Arc::new(Listener {
         config: config.clone(),
@@ -254,12 +266,15 @@ pub fn start(
         )),
         udp: Some(Arc::clone(&stats)),
     });
+    let route = Arc::new(ArcSwap::from_pointee(UdpRoute {
+        listener: Arc::clone(&listener),
+        upstream: Arc::clone(upstream),
+    }));
     for (index, socket) in bound.sockets.into_iter().enumerate() {
         let w = worker::Worker {
             index,
             socket,
-            listener: Arc::clone(&listener),
-            upstream: Arc::clone(upstream),
+            route: Arc::clone(&route),
             stats: Arc::clone(&stats),
             stop: stop_accepting.clone(),
             abort: abort.clone(),
@@ -276,5 +291,5 @@ pub fn start(
         responses = ?config.udp.responses,
         "listening (udp)"
     );
-    listener
+    route
 }

@@ -50,8 +50,13 @@ enum ListenerPlan {
     Kept { index: usize },
     /// New settings on the same sockets (a TCP-family listener on the same address).
     Changed(Box<Change>),
+    /// New settings for a UDP listener on the same sockets (same address and workers).
+    UdpChanged {
+        index: usize,
+        listener: Arc<Listener>,
+    },
     /// New sockets: a listener added, or one replacing listener `replaces` (a new address,
-    /// TCP and UDP swapped, or a UDP listener changed).
+    /// TCP and UDP swapped, or a UDP listener's worker count changed).
     Started {
         replaces: Option<usize>,
         ready: Ready,
@@ -118,13 +123,9 @@ impl Runtime {
             }
             ups.push(plan);
         }
-        let replaced = |name: &str| {
-            ups.iter()
-                .any(|p| matches!(p, UpstreamPlan::Replaced { new, .. } if new.name() == name))
-        };
         let mut plans = Vec::with_capacity(new.listeners.len());
         for lc in &new.listeners {
-            match self.plan_listener(lc, replaced(&lc.upstream)) {
+            match self.plan_listener(lc) {
                 Ok(p) => plans.push(p),
                 Err(e) => problems.push(anyhow_like(&e)),
             }
@@ -172,13 +173,7 @@ impl Runtime {
     }
 
     /// What listener `lc` needs, with its new sockets bound and its certificates loaded.
-    /// `upstream_replaced`: whether the upstream it serves is being replaced (a UDP listener's
-    /// workers hold their upstream, so the listener is replaced too).
-    fn plan_listener(
-        &self,
-        lc: &ListenerConfig,
-        upstream_replaced: bool,
-    ) -> Result<ListenerPlan, RuntimeError> {
+    fn plan_listener(&self, lc: &ListenerConfig) -> Result<ListenerPlan, RuntimeError> {
         let Some(index) = self.listeners.iter().position(|l| l.config.name == lc.name) else {
             return Ok(ListenerPlan::Started {
                 replaces: None,
@@ -190,8 +185,19 @@ impl Runtime {
         let o = &old.config;
         let udp = lc.protocol == Protocol::Udp;
         let was_udp = o.protocol == Protocol::Udp;
-        if o == lc && !(udp && upstream_replaced) {
+        if o == lc {
             return Ok(ListenerPlan::Kept { index });
+        }
+        if udp && was_udp && o.bind == lc.bind && o.workers == lc.workers {
+            let listener = Arc::new(Listener {
+                config: lc.clone(),
+                local_addr: old.local_addr,
+                stats: Arc::clone(&old.stats),
+                worker_inodes: Box::new([]),
+                limit: Arc::clone(&old.limit),
+                udp: old.udp.clone(),
+            });
+            return Ok(ListenerPlan::UdpChanged { index, listener });
         }
         if udp || was_udp || o.bind != lc.bind {
             let ready = if udp && was_udp && o.bind == lc.bind {
@@ -333,9 +339,21 @@ impl Runtime {
                         let tls = swap.load().http.as_ref().and_then(|h| h.tls.clone());
                         self.store_route(swap, Arc::clone(&l), tls);
                     }
+                    self.store_udp_route(&r, &l);
                     self.listeners.push(l);
                     self.running.push(r);
                     summary.listeners_kept += 1;
+                }
+                ListenerPlan::UdpChanged { index, listener } => {
+                    let Some((_, r)) = old.get_mut(index).and_then(Option::take) else {
+                        continue;
+                    };
+                    self.store_udp_route(&r, &listener);
+                    tracing::info!(listener = %lc.name, addr = %listener.local_addr, upstream = %lc.upstream,
+                        "reload: udp listener changed in place; open flows keep their settings and server");
+                    self.listeners.push(listener);
+                    self.running.push(r);
+                    summary.listeners_changed.push(lc.name.clone());
                 }
                 ListenerPlan::Changed(change) => {
                     let Some((l, mut r)) = old.get_mut(change.index).and_then(Option::take) else {
@@ -388,6 +406,18 @@ impl Runtime {
                 "reload: stopped accepting; established connections go on");
             summary.listeners_stopped.push(l.config.name.clone());
         }
+    }
+
+    /// Publishes listener version `l` and its upstream (by name, from the current ones) to the
+    /// workers of a UDP listener, in one store.
+    fn store_udp_route(&self, r: &Running, l: &Arc<Listener>) {
+        let (Some(swap), Some(upstream)) = (&r.udp_route, self.upstream(&l.config.upstream)) else {
+            return;
+        };
+        swap.store(Arc::new(crate::proxy::udp::UdpRoute {
+            listener: Arc::clone(l),
+            upstream: Arc::clone(upstream),
+        }));
     }
 
     /// Builds the route of listener version `l` over the current upstreams and publishes it to
