@@ -34,6 +34,11 @@
 //! * Each flow holds a [`crate::upstream::ServerGuard`], so `lc`, `wlc`, `max_connections` and the
 //!   per-server counters see flows as connections.
 //!
+//! # Reload
+//! Workers load their [`UdpRoute`] (listener settings and upstream) for each new flow; a reload
+//! publishes a new one in one store, so new flows take the new settings and server choice while
+//! open flows keep theirs, on the same sockets.
+//!
 //! # Shutdown
 //! When ballast stops accepting, a UDP worker takes no new flows (their datagrams are dropped and
 //! counted, `stopping`) and keeps relaying for the flows it has until they end or the grace period
