@@ -7,7 +7,7 @@
 //!
 //! | difference | applied how |
 //! |---|---|
-//! | a listener unchanged | kept: same sockets, same accept workers, nothing refused |
+//! | a listener unchanged | kept: same sockets, same accept workers, nothing refused; an https listener's certificate files are read again (renewed certificates serve new connections) |
 //! | a listener added (TCP, HTTP, HTTPS, UDP) | bound and started exactly as at start (`start.rs`); a bind or certificate failure fails the whole reload before anything changed |
 //! | a listener's settings that only affect new connections (upstream and routes, timeouts, limits, buffer, splice, headers, PROXY protocol, certificates, `tcp`/`http`/`https`) | a new version of the listener (same counters, same `max_connections` gate, whose limit changes in place) and its route are published to its workers in one atomic store; the sockets and their queues stay; each connection keeps the version it was accepted with |
 //! | `backlog` | listen(2) again on the same sockets (Linux changes the queue's maximum in place) |

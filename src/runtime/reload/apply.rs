@@ -46,8 +46,12 @@ impl UpstreamPlan {
 
 /// What happens to a listener of the new configuration.
 enum ListenerPlan {
-    /// Same settings: the running version stays; its route is rebuilt over the new upstreams.
-    Kept { index: usize },
+    /// Same settings: the running version stays; its route is rebuilt over the new upstreams
+    /// (an https listener's with its certificates read again, `tls`).
+    Kept {
+        index: usize,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    },
     /// New settings on the same sockets (a TCP-family listener on the same address).
     Changed(Box<Change>),
     /// New settings for a UDP listener on the same sockets (same address and workers).
@@ -70,7 +74,7 @@ struct Change {
     index: usize,
     /// Its new version (shared gate; shared counters unless the worker count changed).
     listener: Arc<Listener>,
-    /// Its TLS termination (the running one when the certificates did not change).
+    /// Its TLS termination, certificates read again.
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Sockets for the workers it gains.
     more: Option<ReadyTcp>,
@@ -186,7 +190,10 @@ impl Runtime {
         let udp = lc.protocol == Protocol::Udp;
         let was_udp = o.protocol == Protocol::Udp;
         if o == lc {
-            return Ok(ListenerPlan::Kept { index });
+            // As nginx and HAProxy do on a reload, certificate files are read again: renewed
+            // certificates take effect for new connections.
+            let tls = start::tls_acceptor(lc)?;
+            return Ok(ListenerPlan::Kept { index, tls });
         }
         if udp && was_udp && o.bind == lc.bind && o.workers == lc.workers {
             let listener = Arc::new(Listener {
@@ -214,14 +221,7 @@ impl Runtime {
                 tls: start::tls_acceptor(lc)?,
             });
         }
-        let running_tls = self.running[index]
-            .route
-            .as_ref()
-            .and_then(|r| r.load().http.as_ref().and_then(|h| h.tls.clone()));
-        let tls = match running_tls {
-            Some(t) if o.protocol == lc.protocol && o.certificates == lc.certificates => Some(t),
-            _ => start::tls_acceptor(lc)?,
-        };
+        let tls = start::tls_acceptor(lc)?;
         let had = self.running[index].workers.len();
         let want = lc.workers.max(1);
         let more = if want > had {
@@ -331,12 +331,11 @@ impl Runtime {
         let mut retired = Vec::new();
         for (lc, plan) in new.listeners.iter().zip(plans) {
             match plan {
-                ListenerPlan::Kept { index } => {
+                ListenerPlan::Kept { index, tls } => {
                     let Some((l, r)) = old.get_mut(index).and_then(Option::take) else {
                         continue;
                     };
                     if let Some(swap) = &r.route {
-                        let tls = swap.load().http.as_ref().and_then(|h| h.tls.clone());
                         self.store_route(swap, Arc::clone(&l), tls);
                     }
                     self.store_udp_route(&r, &l);
