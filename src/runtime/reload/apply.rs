@@ -254,12 +254,12 @@ impl Runtime {
         &mut self,
         new: &Config,
         ups: Vec<UpstreamPlan>,
-        http: Vec<Arc<HttpUpstream>>,
+        mut http: Vec<Arc<HttpUpstream>>,
         summary: &mut ReloadSummary,
     ) {
         let mut list = Vec::with_capacity(ups.len());
         let mut start_checks = Vec::new();
-        for plan in ups {
+        for (i, plan) in ups.into_iter().enumerate() {
             match plan {
                 UpstreamPlan::Kept { old, sync } => {
                     let name = old.name().to_owned();
@@ -275,6 +275,17 @@ impl Runtime {
                         }
                         tracing::info!(upstream = %name, servers = n.servers.len(), new = created.len(),
                             "reload: servers updated");
+                        // An HTTP side made for this reload (the first HTTP listener to use
+                        // it) was made before the servers changed: made again over the new
+                        // list (the first one proved its TLS setup works).
+                        let running = &self.http_upstreams;
+                        let made_now =
+                            |h: &&mut Arc<HttpUpstream>| !running.iter().any(|r| Arc::ptr_eq(r, h));
+                        if let Some(h) = http.get_mut(i).filter(made_now) {
+                            if let Ok(fresh) = HttpUpstream::new(Arc::clone(&old)) {
+                                *h = Arc::new(fresh);
+                            }
+                        }
                         summary.upstreams_changed.push(name);
                     }
                     list.push(old);
