@@ -814,3 +814,42 @@ async fn a_retired_worker_serves_the_connections_queued_on_it() {
     }
     rt.shutdown(PATIENCE).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_follow_a_reload_and_a_down_server_stays_down_while_checked() {
+    let a = Backend::start("a").await;
+    let dead = common::closed_port().await;
+    let check =
+        "[upstream.health_check]\ninterval = \"50ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 1\n";
+    let text = |with_check: bool| {
+        let mut t = common::config("rr", &common::servers(&[(a.addr, 1), (dead, 1)]), "", "");
+        if with_check {
+            t.push_str(check);
+        }
+        t
+    };
+    let mut rt = common::start(&text(false)).await;
+    let down = |rt: &ballast::runtime::Runtime| {
+        let up = rt.upstream("u").expect("u");
+        let s = Arc::clone(&up.snapshot().servers[1]);
+        s.state
+            .flags()
+            .contains(ballast::upstream::StateFlags::DOWN)
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!down(&rt), "no checks yet: the dead server counts as up");
+    let summary = rt.reload(parse(&text(true))).await.expect("reload applies");
+    assert_eq!(summary.upstreams_replaced, ["u"], "{summary}");
+    common::killable::time_until("the new check finds the dead server down", || down(&rt)).await;
+    // A change that keeps the check (the scheduler): the server stays down, not reset to up.
+    let wrr = |with_check| text(with_check).replace("scheduler = \"rr\"", "scheduler = \"wrr\"");
+    rt.reload(parse(&wrr(true))).await.expect("reload applies");
+    assert!(down(&rt), "state carried over");
+    for _ in 0..4 {
+        assert_eq!(tcp_exchange(common::addr(&rt)).await.as_deref(), Ok("a"));
+    }
+    // The check removed: nothing could bring the server back, so it counts as up again.
+    rt.reload(parse(&wrr(false))).await.expect("reload applies");
+    assert!(!down(&rt), "up without checks");
+    rt.shutdown(PATIENCE).await;
+}

@@ -262,8 +262,9 @@ impl Checker {
             .as_ref()
             .map_or((1, 1), |(c, _)| (c.rise, c.fall));
         let mut machine = Machine::new(rise, fall);
-        // A server carried over by a reload keeps its state: down stays down until `rise`.
-        if self.server.state.flags().contains(StateFlags::DOWN) {
+        // A server carried over by a reload keeps its state: down stays down until `rise`
+        // checks pass (without active checks the reload has set it up again).
+        if self.active.is_some() && self.server.state.flags().contains(StateFlags::DOWN) {
             machine.force_down();
         }
         let mut last_failure = String::new();

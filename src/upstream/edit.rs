@@ -290,8 +290,8 @@ impl Upstream {
 
     /// Completes a [`Upstream::replacing`] when the reload applies it: the carried-over servers
     /// take on the weight and operator state the new configuration gives them (where it changed
-    /// them), the persistence entries follow their servers' addresses, and `old` retires (its
-    /// health checkers end).
+    /// them) and are up again if no active check watches them any more, the persistence entries
+    /// follow their servers' addresses, and `old` retires (its health checkers end).
     pub fn take_over(&self, old: &Upstream) {
         let before = old.snapshot.load_full();
         let serial = self.lock_rebuild();
@@ -306,6 +306,12 @@ impl Upstream {
             {
                 let previous = old.config.servers.iter().find(|p| p.address == s.address());
                 apply_configured(s, previous, wanted);
+                // Down only while a check can bring it back: without active checks now (or a
+                // passive ejection whose end the old checker was timing), it is up again.
+                if self.config.health.check.is_none() || !wanted.check {
+                    s.state.set(super::StateFlags::DOWN, false);
+                    s.state.set(super::StateFlags::EJECTED, false);
+                }
             }
         }
         if let (Some(table), Some(old_table)) = (&self.persistence, &old.persistence) {
