@@ -20,6 +20,13 @@
 //! up before it was accepted (ECONNABORTED, ECONNRESET…) is not our error and is skipped; anything
 //! else (EMFILE, ENFILE, ENOMEM) is logged and the worker backs off briefly instead of spinning,
 //! leaving new connections waiting in the kernel's queue.
+//!
+//! The listener's settings and upstream are loaded per connection from an `ArcSwap` ([`Route`]),
+//! so a reload changes them under a running worker. Closing a listening socket resets every
+//! connection still in its queue, so a worker that stops first accepts what is queued: when
+//! retired by a reload (its listener goes on with fewer workers, new connections steered
+//! elsewhere) it waits for room under the limits as usual until its queue is empty; when its
+//! listener stops, it takes what the limits have room for, without waiting.
 
 use std::io;
 use std::net::SocketAddr;
