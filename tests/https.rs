@@ -478,3 +478,23 @@ async fn curl_speaks_http1_h2c_and_https_through_ballast() {
     }
     rt.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_reload_serves_renewed_certificates_on_the_same_socket() {
+    let old = pki("renew");
+    let server = backend().await;
+    let text = config(&old, server);
+    let mut rt = start(&text).await;
+    let addr = common::addr(&rt);
+    let (_, before, _) = tls_connect(&old, addr, "a.test", &[b"http/1.1"]).await;
+    // Renewed in place: same file names, new keys and a new CA.
+    let renewed = pki("renew");
+    let cfg = ballast::config::Config::from_str(&text, "test.toml").expect("valid");
+    let summary = rt.reload(cfg).await.expect("reload applies");
+    assert_eq!(summary.listeners_kept, 1, "{summary}");
+    assert_eq!(common::addr(&rt), addr, "same socket");
+    // The handshake verifies against the new CA only if the renewed certificate is served.
+    let (_, after, _) = tls_connect(&renewed, addr, "a.test", &[b"http/1.1"]).await;
+    assert_ne!(before, after);
+    rt.shutdown(PATIENCE).await;
+}

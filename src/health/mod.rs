@@ -222,6 +222,21 @@ pub fn spawn(
     Ok(Checkers { tasks })
 }
 
+/// Whether [`spawn`] can set up the checks of `upstream` (their TLS CA file), without starting
+/// any: a reload checks this before its first change.
+///
+/// # Errors
+/// As [`spawn`].
+pub fn validate(upstream: &Upstream) -> Result<(), HealthError> {
+    if let Some(check) = &upstream.config.health.check {
+        Probe::new(check, upstream.config.http.tls.as_ref()).map_err(|source| HealthError {
+            upstream: upstream.name().to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Watches one server: runs its active checks, handles passive-check ejections, ramps its weight
 /// after a recovery.
 struct Checker {
@@ -247,6 +262,11 @@ impl Checker {
             .as_ref()
             .map_or((1, 1), |(c, _)| (c.rise, c.fall));
         let mut machine = Machine::new(rise, fall);
+        // A server carried over by a reload keeps its state: down stays down until `rise`
+        // checks pass (without active checks the reload has set it up again).
+        if self.active.is_some() && self.server.state.flags().contains(StateFlags::DOWN) {
+            machine.force_down();
+        }
         let mut last_failure = String::new();
         let mut ejected_until: Option<Instant> = None;
         let mut ramp: Option<Ramp> = None;

@@ -20,6 +20,13 @@
 //! up before it was accepted (ECONNABORTED, ECONNRESET…) is not our error and is skipped; anything
 //! else (EMFILE, ENFILE, ENOMEM) is logged and the worker backs off briefly instead of spinning,
 //! leaving new connections waiting in the kernel's queue.
+//!
+//! The listener's settings and upstream are loaded per connection from an `ArcSwap` ([`Route`]),
+//! so a reload changes them under a running worker. Closing a listening socket resets every
+//! connection still in its queue, so a worker that stops first accepts what is queued: when
+//! retired by a reload (its listener goes on with fewer workers, new connections steered
+//! elsewhere) it waits for room under the limits as usual until its queue is empty; when its
+//! listener stops, it takes what the limits have room for, without waiting.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,6 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
@@ -49,9 +57,16 @@ pub struct Worker {
     pub index: usize,
     /// The worker's own listening socket (non-blocking, registered with the runtime).
     pub socket: AsyncFd<Socket>,
-    /// Where its connections go.
-    pub route: Arc<Route>,
-    /// Cancelled when the process stops accepting.
+    /// Where its connections go: loaded once per accepted connection, so a reload that swaps
+    /// the listener's settings or upstream ([`crate::runtime::reload`]) reaches the next
+    /// connection while this one keeps the version it started with.
+    pub route: Arc<ArcSwap<Route>>,
+    /// Cancelled when a reload retires this worker (fewer `workers`) after steering new
+    /// connections to the others: it then accepts what its queue still holds, waiting for room
+    /// under the limits as usual, and stops when the queue is empty.
+    pub retire: CancellationToken,
+    /// Cancelled when the listener stops accepting (shutdown, or a reload removed or moved it).
+    /// What is already in the queue is then accepted if the limits have room, without waiting.
     pub stop_accepting: CancellationToken,
     /// Cancelled when established connections must end (grace period over).
     pub abort: CancellationToken,
@@ -84,14 +99,20 @@ fn accept(socket: &Socket) -> io::Result<(TcpStream, SocketAddr)> {
 impl Worker {
     /// Accepts until `stop_accepting` is cancelled; then drops the socket (closing its queue).
     pub async fn run(self) {
-        let listener = &self.route.listener;
         let mut backoff = BACKOFF_START;
         // Set while this worker is paused by a limit: when the pause began.
         let mut paused: Option<Instant> = None;
+        let mut retired = false;
         loop {
+            let route = self.route.load_full();
+            let listener = &route.listener;
             let ready = tokio::select! {
                 biased;
                 () = self.stop_accepting.cancelled() => break,
+                () = self.retire.cancelled() => {
+                    retired = true;
+                    break;
+                }
                 r = self.socket.readable() => r,
             };
             let mut ready = match ready {
@@ -124,6 +145,10 @@ impl Worker {
                     tokio::select! {
                         biased;
                         () = self.stop_accepting.cancelled() => break,
+                        () = self.retire.cancelled() => {
+                            retired = true;
+                            break;
+                        }
                         () = gate.room() => {}
                     }
                     continue;
@@ -140,23 +165,7 @@ impl Worker {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = BACKOFF_START;
-                    if let Some(c) = listener.stats.accepted.get(self.index) {
-                        c.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let route = Arc::clone(&self.route);
-                    let abort = self.abort.clone();
-                    match listener.config.protocol {
-                        Protocol::Tcp => self.tracker.spawn(async move {
-                            let _permit = permit;
-                            tcp::serve(stream, peer, route, abort).await;
-                        }),
-                        Protocol::Http | Protocol::Https => self.tracker.spawn(async move {
-                            let _permit = permit;
-                            http::serve(stream, peer, route, abort).await;
-                        }),
-                        // UDP listeners have no accept loop (see proxy::udp).
-                        Protocol::Udp => continue,
-                    };
+                    self.spawn(stream, peer, permit);
                 }
                 Err(e) if is_client_gone(&e) => {}
                 Err(e) => {
@@ -174,7 +183,94 @@ impl Worker {
         if let Some(since) = paused {
             self.pause_ends(since);
         }
-        tracing::debug!(listener = %listener.config.name, worker = self.index, "stopped accepting");
+        let drained = if retired {
+            self.drain_retired().await
+        } else {
+            self.drain_queue()
+        };
+        let route = self.route.load();
+        tracing::debug!(listener = %route.listener.config.name, worker = self.index, drained,
+            "stopped accepting");
+    }
+
+    /// Hands an accepted connection to the proxy of the listener's current version.
+    fn spawn(&self, stream: TcpStream, peer: SocketAddr, permit: Permit) {
+        let route = self.route.load_full();
+        if let Some(c) = route.listener.stats.accepted.get(self.index) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let abort = self.abort.clone();
+        match route.listener.config.protocol {
+            Protocol::Tcp => self.tracker.spawn(async move {
+                let _permit = permit;
+                tcp::serve(stream, peer, route, abort).await;
+            }),
+            Protocol::Http | Protocol::Https => self.tracker.spawn(async move {
+                let _permit = permit;
+                http::serve(stream, peer, route, abort).await;
+            }),
+            // UDP listeners have no accept loop (see proxy::udp).
+            Protocol::Udp => return,
+        };
+    }
+
+    /// Accepts what is already in the accept queue, without waiting, before the socket closes
+    /// (closing a listening socket resets the connections still queued on it). Stops at the
+    /// first empty read, or when a limit is full: those connections are reset with the socket,
+    /// as at shutdown. Returns how many it took.
+    fn drain_queue(&self) -> usize {
+        let mut taken = 0;
+        // Bounded: a queue holds at most its backlog (at most 65535).
+        for _ in 0..=u16::MAX {
+            let route = self.route.load();
+            let Ok(permit) = Permit::try_take(&route.listener.limit, &self.global_limit) else {
+                break;
+            };
+            match accept(self.socket.get_ref()) {
+                Ok((stream, peer)) => {
+                    self.spawn(stream, peer, permit);
+                    taken += 1;
+                }
+                Err(e) if is_client_gone(&e) && e.kind() != io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        taken
+    }
+
+    /// A retired worker's last duty: new connections no longer reach its socket, so it accepts
+    /// until its queue is empty, waiting for room under the limits like a running worker (its
+    /// listener goes on, so these clients must be served, not reset). Ends early at shutdown.
+    async fn drain_retired(&self) -> usize {
+        let mut taken = 0;
+        for _ in 0..=u16::MAX {
+            let route = self.route.load_full();
+            let permit = loop {
+                match Permit::try_take(&route.listener.limit, &self.global_limit) {
+                    Ok(p) => break p,
+                    Err(full) => {
+                        let gate = match full {
+                            Full::Listener => &route.listener.limit,
+                            Full::Global => &self.global_limit,
+                        };
+                        tokio::select! {
+                            biased;
+                            () = self.stop_accepting.cancelled() => return taken,
+                            () = gate.room() => {}
+                        }
+                    }
+                }
+            };
+            match accept(self.socket.get_ref()) {
+                Ok((stream, peer)) => {
+                    self.spawn(stream, peer, permit);
+                    taken += 1;
+                }
+                Err(e) if is_client_gone(&e) && e.kind() != io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        taken
     }
 
     /// Sleeps `d`; `false` when accepting stopped meanwhile.
@@ -187,7 +283,8 @@ impl Worker {
 
     /// Counts a pause and logs it (at most one line a second per listener).
     fn pause_begins(&self, full: Full) {
-        let listener = &self.route.listener;
+        let route = self.route.load();
+        let listener = &route.listener;
         let stats = &listener.stats;
         stats.paused_now.fetch_add(1, Ordering::Relaxed);
         let Some(pauses) = stats.refused(Reason::Limit) else {
@@ -212,7 +309,8 @@ impl Worker {
 
     /// Adds a finished pause to the listener's paused time.
     fn pause_ends(&self, since: Instant) {
-        let stats = &self.route.listener.stats;
+        let route = self.route.load();
+        let stats = &route.listener.stats;
         stats.paused_now.fetch_sub(1, Ordering::Relaxed);
         let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
         stats.paused_micros.fetch_add(micros, Ordering::Relaxed);

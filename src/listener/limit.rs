@@ -22,7 +22,7 @@
 //! a connection's end touches the `Notify` (which has a mutex) only when a worker is waiting and
 //! the count has reached the mark.
 
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::SeqCst};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -32,8 +32,11 @@ use crate::config::ConnectionLimit;
 /// One connection limit: how many connections are open under it, and where waiting workers wait.
 #[derive(Debug)]
 pub struct Gate {
-    /// The configured limit (`max` 0 = unlimited).
-    limit: ConnectionLimit,
+    /// The configured `max` (0 = unlimited); an atomic so that a reload can change it on the
+    /// gate the open connections already count against.
+    max: AtomicU64,
+    /// The configured `resume_at`.
+    resume_at: AtomicU8,
     /// Slots taken: connections open (plus, for an instant, one being accepted per worker).
     open: AtomicU64,
     /// Workers waiting for room right now.
@@ -46,7 +49,8 @@ impl Gate {
     /// A gate for `limit`; `max` 0 makes it count connections without ever closing.
     pub fn new(limit: ConnectionLimit) -> Gate {
         Gate {
-            limit,
+            max: AtomicU64::new(limit.max),
+            resume_at: AtomicU8::new(limit.resume_at),
             open: AtomicU64::new(0),
             waiting: AtomicU64::new(0),
             room: Notify::new(),
@@ -55,12 +59,24 @@ impl Gate {
 
     /// The limit, `None` when unlimited.
     pub fn max(&self) -> Option<u64> {
-        (self.limit.max > 0).then_some(self.limit.max)
+        let max = self.max.load(SeqCst);
+        (max > 0).then_some(max)
     }
 
     /// The configured limit and resume mark.
     pub fn limit(&self) -> ConnectionLimit {
-        self.limit
+        ConnectionLimit {
+            max: self.max.load(SeqCst),
+            resume_at: self.resume_at.load(SeqCst),
+        }
+    }
+
+    /// Changes the limit (a reload), keeping the count of open connections: a lower limit
+    /// pauses accepting until enough of them ended, a higher one wakes the paused workers.
+    pub fn set_limit(&self, limit: ConnectionLimit) {
+        self.resume_at.store(limit.resume_at, SeqCst);
+        self.max.store(limit.max, SeqCst);
+        self.room.notify_waiters();
     }
 
     /// Connections open under this gate now.
@@ -70,12 +86,13 @@ impl Gate {
 
     /// Takes a slot when one is free.
     pub fn try_take(&self) -> bool {
-        if self.limit.max == 0 {
+        let max = self.max.load(SeqCst);
+        if max == 0 {
             self.open.fetch_add(1, SeqCst);
             return true;
         }
         self.open
-            .fetch_update(SeqCst, SeqCst, |n| (n < self.limit.max).then_some(n + 1))
+            .fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1))
             .is_ok()
     }
 
@@ -85,7 +102,7 @@ impl Gate {
         debug_assert!(before > 0, "a gate gave back more slots than it handed out");
         // SeqCst on both sides (here: `open` then `waiting`; in `room`: `waiting` then `open`)
         // means either this sees the waiter, or the waiter sees the new count; never neither.
-        if before.saturating_sub(1) <= self.limit.low_water() && self.waiting.load(SeqCst) > 0 {
+        if before.saturating_sub(1) <= self.limit().low_water() && self.waiting.load(SeqCst) > 0 {
             self.room.notify_waiters();
         }
     }
@@ -93,15 +110,13 @@ impl Gate {
     /// Waits until the open connections are at or below the low-water mark. Returns at once
     /// when they already are (or the gate is unlimited).
     pub async fn room(&self) {
-        if self.limit.max == 0 {
-            return;
-        }
         loop {
             // Created before the count is read, so a `notify_waiters` in between is not lost.
             let notified = self.room.notified();
             self.waiting.fetch_add(1, SeqCst);
             let _waiting = Waiting(&self.waiting);
-            if self.open.load(SeqCst) <= self.limit.low_water() {
+            let limit = self.limit();
+            if limit.max == 0 || self.open.load(SeqCst) <= limit.low_water() {
                 return;
             }
             notified.await;
@@ -193,6 +208,38 @@ mod tests {
         assert_eq!((l.open(), g.open(), other.open()), (2, 3, 1));
         drop((a, b, c));
         assert_eq!((l.open(), g.open(), other.open()), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_raised_limit_wakes_a_waiting_worker_and_a_lowered_one_holds_it() {
+        let g = gate(1, 100);
+        let held = Permit::try_take(&gate(0, 100), &g).expect("room");
+        assert!(!g.try_take(), "full at 1");
+        let waiter = {
+            let g = Arc::clone(&g);
+            tokio::spawn(async move { g.room().await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        g.set_limit(ConnectionLimit {
+            max: 3,
+            resume_at: 100,
+        });
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the new limit")
+            .expect("no panic");
+        assert_eq!(g.open(), 1, "the open connection still counts");
+        g.set_limit(ConnectionLimit {
+            max: 1,
+            resume_at: 100,
+        });
+        assert!(
+            !g.try_take(),
+            "a lower limit applies to the next connection"
+        );
+        drop(held);
+        assert!(g.try_take());
     }
 
     #[tokio::test]

@@ -146,13 +146,15 @@ pub struct Listener {
     pub config: ListenerConfig,
     /// The bound address (the configured one, with the port filled in when it was 0).
     pub local_addr: SocketAddr,
-    /// Counters.
-    pub stats: ListenerStats,
+    /// Counters, shared by the versions of a listener a reload swaps in (see
+    /// [`crate::runtime::reload`]), so they go on counting across a settings change.
+    pub stats: Arc<ListenerStats>,
     /// The inode of each worker's listening socket, indexed by worker (0 when unreadable), so
     /// the kernel's sock_diag view of each accept queue can be matched to its worker
     /// ([`crate::backlog::workers`]).
     pub worker_inodes: Box<[u64]>,
-    /// This listener's `max_connections` gate (counts its open connections even when unlimited).
+    /// This listener's `max_connections` gate (counts its open connections even when unlimited);
+    /// shared across reloads, which change its limit in place.
     pub limit: Arc<Gate>,
     /// The UDP counters of a `protocol = "udp"` listener; `None` for the others.
     pub udp: Option<std::sync::Arc<crate::proxy::udp::UdpStats>>,

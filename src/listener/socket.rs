@@ -140,6 +140,95 @@ pub fn bind(config: &ListenerConfig) -> Result<BoundListener, ListenerError> {
     })
 }
 
+/// Binds `count` more sockets on `addr`, where this listener's own sockets already listen: they
+/// join its SO_REUSEPORT group, appended after the existing ones (a reload raising `workers`).
+/// No probe: the address is in use, by us.
+///
+/// # Errors
+/// [`ListenerError::Bind`] as [`bind`].
+pub fn bind_siblings(
+    config: &ListenerConfig,
+    addr: SocketAddr,
+    count: usize,
+) -> Result<Vec<std::net::TcpListener>, ListenerError> {
+    (0..count)
+        .map(|_| listen_socket(addr, config).map_err(bind_error(&config.name, addr, hint)))
+        .collect()
+}
+
+/// Calls listen(2) again on a listening socket with a new backlog: Linux only updates the
+/// accept queue's maximum (`sk_max_ack_backlog`), keeping the socket, its queue and the
+/// connections in it (listen(2): "If the socket is already in the listening state, the backlog
+/// is changed"). The kernel still caps it at `net.core.somaxconn`.
+///
+/// # Errors
+/// What listen(2) said.
+pub fn relisten(socket: &impl std::os::fd::AsFd, backlog: u32) -> io::Result<()> {
+    SockRef::from(socket).listen(i32::try_from(backlog).unwrap_or(i32::MAX))
+}
+
+/// Sets TCP_NODELAY and the keepalive idle time on a listening socket (accepted sockets inherit
+/// them), for a reload that changed them.
+///
+/// # Errors
+/// What setsockopt(2) said.
+pub fn retune(socket: &impl std::os::fd::AsFd, config: &ListenerConfig) -> io::Result<()> {
+    let s = SockRef::from(socket);
+    s.set_tcp_nodelay(config.tcp_nodelay)?;
+    match config.tcp_keepalive {
+        Some(idle) => s.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle)),
+        None => s.set_keepalive(false),
+    }
+}
+
+/// Steers new connections of a SO_REUSEPORT group to its first `keep` sockets, with a classic
+/// BPF program (SO_ATTACH_REUSEPORT_CBPF, socket(7)) that returns `random % keep` as the index
+/// of the socket to use. The kernel keeps the group's sockets in the order they were bound, and
+/// when one closes it moves the *last* one into its place; so while the sockets being retired
+/// are exactly those after the first `keep`, closing them never moves a kept one, and the
+/// program's indices stay right. A random pick, not the 4-tuple hash the kernel uses without a
+/// program: each connection is placed once (its later packets find its own socket), and a
+/// retransmitted SYN landing elsewhere is harmless.
+///
+/// # Errors
+/// What setsockopt(2) said (a kernel before 4.5 has no such option).
+pub fn steer(socket: &impl std::os::fd::AsFd, keep: usize) -> io::Result<()> {
+    use nix::libc;
+    let keep = u32::try_from(keep.max(1)).unwrap_or(u32::MAX);
+    // A = random; A = A % keep; return A. (SKF_AD_OFF + SKF_AD_RANDOM: an ancillary load.)
+    let mut program = [
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: keep,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_A) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let fprog = libc::sock_fprog {
+        len: 3,
+        filter: program.as_mut_ptr(),
+    };
+    // The kernel copies the program during the call; `program` outlives it.
+    nix::sys::socket::setsockopt(
+        socket,
+        nix::sys::socket::sockopt::AttachReusePortCbpf,
+        &fprog,
+    )
+    .map_err(io::Error::from)
+}
+
 /// Fails with EADDRINUSE when anything already listens on `addr`.
 fn probe_free(addr: SocketAddr) -> io::Result<()> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

@@ -11,22 +11,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
+use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::config::Protocol;
-use crate::listener::accept::Worker;
-use crate::listener::{self, Gate, Listener, ListenerError, ListenerStats};
-use crate::proxy::http::{route::Router, HttpRoutes, HttpUpstream};
-use crate::proxy::Route;
+use crate::listener::{Gate, Listener, ListenerError};
+use crate::proxy::http::HttpUpstream;
 use crate::upstream::Upstream;
 
 pub mod nofile;
 pub mod reload;
 pub mod signals;
+mod start;
 pub mod summary;
 pub mod upgrade;
 
@@ -103,22 +102,28 @@ pub struct Runtime {
     workers: JoinSet<()>,
     /// Stops the health checkers.
     stop_checks: CancellationToken,
-    /// The health checker tasks (aborted if the runtime is dropped without a shutdown).
-    checkers: Option<crate::health::Checkers>,
+    /// The health checker tasks (aborted if the runtime is dropped without a shutdown): those
+    /// of the start, then those a reload started for new or replaced upstreams.
+    checkers: Vec<crate::health::Checkers>,
     global_limit: Arc<Gate>,
     /// VRRP instances, when `[vrrp]` is configured.
     vrrp: Option<crate::vrrp::Vrrp>,
     /// The admin API server (`[admin]`), and the reloads it asks for until someone takes them.
     admin: Option<crate::admin::AdminServer>,
     reload_requests: Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>>,
-    /// Per listener (indexed like `listeners`): stops its workers alone (a reload removed it).
-    listener_stops: Vec<CancellationToken>,
+    /// Per listener (indexed like `listeners`): what a reload changes it through (its route,
+    /// its stop token, its workers and copies of their sockets, which a binary upgrade hands
+    /// over). A stopped listener's copies are dropped, so its sockets really close (refusing,
+    /// not queueing, new connections).
+    running: Vec<start::Running>,
+    /// Per upstream (indexed like `upstreams`): its HTTP side (pools, TLS to the servers);
+    /// empty while no listener speaks HTTP.
+    http_upstreams: Vec<Arc<HttpUpstream>>,
+    /// The upstreams as of the last reload, for those that look them up later by name (VRRP
+    /// `track_upstream`).
+    shared_upstreams: Arc<ArcSwap<Vec<Arc<Upstream>>>>,
     /// The access log, when `[global] access_log` is set.
     access_log: Option<Arc<crate::access_log::AccessLog>>,
-    /// Per listener (indexed like `listeners`): copies of its listening sockets, for a binary
-    /// upgrade to hand over. Dropped when the listener stops, so a stopped listener's sockets
-    /// really close (refusing, not queueing, new connections).
-    listener_fds: Vec<Vec<std::os::fd::OwnedFd>>,
 }
 
 impl Runtime {
@@ -165,162 +170,101 @@ impl Runtime {
             None => None,
         };
         // Bind everything first: all or nothing.
-        let mut bound = Vec::with_capacity(config.listeners.len());
-        let is_udp = |l: &&crate::config::ListenerConfig| l.protocol == Protocol::Udp;
-        for lc in config.listeners.iter().filter(|l| !is_udp(l)) {
-            bound.push(match inherited.take(lc) {
-                Some(b) => b,
-                None => listener::bind(lc)?,
-            });
-        }
-        let mut udp_bound = Vec::new();
-        for lc in config.listeners.iter().filter(is_udp) {
-            udp_bound.push((lc, crate::proxy::udp::bind(lc)?));
+        // TCP-family listeners first, then UDP ones (the order they are listed in).
+        let (tcp, udp): (Vec<_>, Vec<_>) = config
+            .listeners
+            .iter()
+            .partition(|l| l.protocol != Protocol::Udp);
+        let mut ready = Vec::with_capacity(config.listeners.len());
+        for lc in tcp.into_iter().chain(udp) {
+            if config.upstream(&lc.upstream).is_none() {
+                return Err(RuntimeError::UnknownUpstream {
+                    listener: lc.name.clone(),
+                    upstream: lc.upstream.clone(),
+                });
+            }
+            let inherited = (lc.protocol != Protocol::Udp)
+                .then(|| inherited.take(lc))
+                .flatten();
+            let r = match inherited {
+                Some(b) => start::Ready::tcp(lc, b.local_addr, b.sockets)?,
+                None => start::Ready::bind(lc)?,
+            };
+            let tls = start::tls_acceptor(lc)?;
+            ready.push((lc.clone(), r, tls));
         }
         let stop_checks = CancellationToken::new();
         let checkers = crate::health::spawn(&upstreams, &stop_checks)?;
         let global_limit = Arc::new(global_gate(&config));
-        let stop_accepting = CancellationToken::new();
-        let abort = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let mut workers = JoinSet::new();
-        let mut listeners = Vec::with_capacity(bound.len());
-        let mut listener_stops = Vec::with_capacity(bound.len());
-        let mut listener_fds = Vec::with_capacity(bound.len());
-        for (lc, b) in config.listeners.iter().filter(|l| !is_udp(l)).zip(bound) {
-            let listener = Arc::new(Listener {
-                config: lc.clone(),
-                local_addr: b.local_addr,
-                stats: ListenerStats::new(b.sockets.len()),
-                worker_inodes: b.sockets.iter().map(crate::backlog::socket_inode).collect(),
-                limit: Arc::new(Gate::new(lc.connections)),
-                udp: None,
-            });
-            // Validation guarantees the upstream exists; a hand-built Config may not.
-            let Some(upstream) = upstreams.iter().find(|u| u.name() == lc.upstream) else {
-                return Err(RuntimeError::UnknownUpstream {
-                    listener: lc.name.clone(),
-                    upstream: lc.upstream.clone(),
-                });
-            };
-            let tls = if lc.protocol == Protocol::Https {
-                let config = crate::tls::server_config(&lc.certificates, &[b"h2", b"http/1.1"])
-                    .map_err(|source| RuntimeError::Tls {
-                        listener: lc.name.clone(),
-                        source,
-                    })?;
-                Some(tokio_rustls::TlsAcceptor::from(config))
-            } else {
-                None
-            };
-            let http = lc.protocol.is_http().then(|| {
-                let router =
-                    Router::new(lc, |name| upstreams.iter().position(|u| u.name() == name));
-                Arc::new(HttpRoutes {
-                    router,
-                    upstreams: http_upstreams.clone(),
-                    tls,
-                })
-            });
-            let route = Arc::new(Route {
-                listener: Arc::clone(&listener),
-                upstream: Arc::clone(upstream),
-                http,
-                access_log: access_log.clone(),
-            });
-            let listener_stop = reload::listener_token(&stop_accepting);
-            listener_stops.push(listener_stop.clone());
-            listener_fds.push(upgrade_copies(&b.sockets));
-            let effective_backlog = b.effective_backlog(lc.backlog);
-            for (index, socket) in b.sockets.into_iter().enumerate() {
-                // `AsyncFd::new` is deprecated because it is unsound for a type whose
-                // `as_raw_fd` could change or close under the registration; `socket2::Socket`
-                // owns its descriptor and always returns the same open one until dropped, which
-                // is exactly what the safe-to-use condition of `AsyncFd::register` asks.
-                #[allow(deprecated)]
-                let socket = AsyncFd::new(socket2::Socket::from(socket)).map_err(|source| {
-                    RuntimeError::Register {
-                        listener: lc.name.clone(),
-                        source,
-                    }
-                })?;
-                let worker = Worker {
-                    index,
-                    socket,
-                    route: Arc::clone(&route),
-                    stop_accepting: listener_stop.clone(),
-                    abort: abort.clone(),
-                    tracker: tracker.clone(),
-                    global_limit: Arc::clone(&global_limit),
-                };
-                workers.spawn(worker.run());
-            }
-            tracing::info!(
-                listener = %lc.name,
-                addr = %b.local_addr,
-                upstream = %lc.upstream,
-                workers = listener.stats.accepted.len(),
-                backlog = lc.backlog,
-                effective_backlog,
-                max_connections = lc.connections.max,
-                "listening"
-            );
-            listeners.push(listener);
-        }
-        for (lc, b) in udp_bound {
-            let Some(upstream) = upstreams.iter().find(|u| u.name() == lc.upstream) else {
-                return Err(RuntimeError::UnknownUpstream {
-                    listener: lc.name.clone(),
-                    upstream: lc.upstream.clone(),
-                });
-            };
-            let register = |source| RuntimeError::Register {
-                listener: lc.name.clone(),
-                source,
-            };
-            // Indexed like `listeners`, as the TCP ones: a stop of its own, no sockets to hand
-            // over in a binary upgrade (a new process binds UDP afresh).
-            let stop = stop_accepting.child_token();
-            let udp = crate::proxy::udp::start(lc, b, upstream, &stop, &abort, &tracker);
-            listeners.push(udp.map_err(register)?);
-            listener_stops.push(stop);
-            listener_fds.push(Vec::new());
-        }
-
-        // VRRP last: listeners bound to a VIP already listen (IP_FREEBIND) when it arrives.
-        let vrrp = (!config.vrrp.is_empty())
-            .then(|| crate::vrrp::Vrrp::start(&config.vrrp, |name| vrrp_probe(&upstreams, name)));
-        let (admin, reload_requests) = if inherited.defer_admin {
-            (None, None)
-        } else {
-            crate::admin::start_for(&config, &listeners, &upstreams, &stop_checks)
-                .await?
-                .unzip()
-        };
-        if let (Some(a), Some(log)) = (&admin, &access_log) {
-            let _ = a.shared.access_log.set(Arc::clone(log));
-        }
-        if let (Some(a), Some(v)) = (&admin, &vrrp) {
-            let _ = a.shared.vrrp.set(v.instances().to_vec());
-        }
-        Ok(Runtime {
-            admin,
-            reload_requests,
-            listener_stops,
-            listener_fds,
+        let shared_upstreams = Arc::new(ArcSwap::from_pointee(upstreams.clone()));
+        let mut rt = Runtime {
+            admin: None,
+            reload_requests: None,
+            running: Vec::with_capacity(ready.len()),
             access_log,
             config,
-            listeners,
+            listeners: Vec::with_capacity(ready.len()),
             upstreams,
-            stop_accepting,
-            abort,
-            tracker,
-            workers,
+            http_upstreams,
+            shared_upstreams,
+            stop_accepting: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            workers: JoinSet::new(),
             stop_checks,
-            checkers: Some(checkers),
+            checkers: vec![checkers],
             global_limit,
-            vrrp,
-        })
+            vrrp: None,
+        };
+        for (lc, r, tls) in ready {
+            let (listener, running) = rt.start_listener(&lc, r, tls)?;
+            rt.listeners.push(listener);
+            rt.running.push(running);
+        }
+        let config = &rt.config;
+
+        // VRRP last: listeners bound to a VIP already listen (IP_FREEBIND) when it arrives.
+        let probes = Arc::clone(&rt.shared_upstreams);
+        rt.vrrp = (!config.vrrp.is_empty())
+            .then(|| crate::vrrp::Vrrp::start(&config.vrrp, |name| vrrp_probe(&probes, name)));
+        if !inherited.defer_admin {
+            rt.start_admin().await?;
+        }
+        Ok(rt)
+    }
+
+    /// Starts one listener from its [`start::Ready`] sockets (at start, and for a listener a
+    /// reload adds or moves): its route over the current upstreams, then its workers.
+    ///
+    /// # Errors
+    /// [`RuntimeError::UnknownUpstream`]; nothing was started then.
+    fn start_listener(
+        &mut self,
+        lc: &crate::config::ListenerConfig,
+        ready: start::Ready,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Result<(Arc<Listener>, start::Running), RuntimeError> {
+        let unknown = || RuntimeError::UnknownUpstream {
+            listener: lc.name.clone(),
+            upstream: lc.upstream.clone(),
+        };
+        match ready {
+            start::Ready::Tcp(t) => {
+                let listener = start::tcp_listener(lc, t.local_addr, t.inodes.clone(), None, None);
+                let route = start::route(
+                    Arc::clone(&listener),
+                    &self.upstreams,
+                    &self.http_upstreams,
+                    tls,
+                    self.access_log.clone(),
+                )?;
+                Ok((listener, self.launch_tcp(route, t)))
+            }
+            start::Ready::Udp(u, _) => {
+                let upstream = self.upstream(&lc.upstream).cloned().ok_or_else(unknown)?;
+                Ok(self.launch_udp(lc, u, &upstream))
+            }
+        }
     }
 
     /// The configuration this runtime runs.
@@ -369,10 +313,10 @@ impl Runtime {
         if let Some(admin) = self.admin.take() {
             admin.stop().await;
         }
-        self.listener_fds.clear();
+        self.running.clear();
         self.stop_accepting.cancel();
         self.stop_checks.cancel();
-        if let Some(checkers) = self.checkers.take() {
+        for checkers in std::mem::take(&mut self.checkers) {
             checkers.join().await;
         }
         while self.workers.join_next().await.is_some() {}
@@ -474,14 +418,26 @@ fn global_gate(config: &Config) -> Gate {
 /// The `track_upstream` check for upstream `name`: it has a server that can take traffic (up by
 /// its health checks, neither draining nor disabled, weight above 0); the sorry server does not
 /// count.
-fn vrrp_probe(upstreams: &[Arc<Upstream>], name: &str) -> Option<crate::vrrp::UpstreamProbe> {
-    let upstream = Arc::clone(upstreams.iter().find(|u| u.name() == name)?);
+/// The upstream is looked up by name at each probe, so it follows a reload that replaced it (and
+/// fails, as an upstream with no usable server, once a reload removed it).
+fn vrrp_probe(
+    upstreams: &Arc<ArcSwap<Vec<Arc<Upstream>>>>,
+    name: &str,
+) -> Option<crate::vrrp::UpstreamProbe> {
+    upstreams.load().iter().find(|u| u.name() == name)?;
+    let upstreams = Arc::clone(upstreams);
+    let name = name.to_owned();
     Some(Arc::new(move || {
-        upstream
-            .snapshot()
-            .servers
+        upstreams
+            .load()
             .iter()
-            .any(|s| !s.sorry && s.is_usable() && s.config.weight > 0)
+            .find(|u| u.name() == name)
+            .is_some_and(|u| {
+                u.snapshot()
+                    .servers
+                    .iter()
+                    .any(|s| !s.sorry && s.is_usable() && s.config.weight > 0)
+            })
     }))
 }
 
@@ -527,33 +483,26 @@ impl Runtime {
     }
 }
 
-/// Copies of a listener's sockets for a later handover (fds that cannot be copied are left out,
-/// and that listener is then bound afresh by the new process).
-fn upgrade_copies(sockets: &[std::net::TcpListener]) -> Vec<std::os::fd::OwnedFd> {
-    sockets
-        .iter()
-        .filter_map(|s| s.try_clone().ok())
-        .map(std::os::fd::OwnedFd::from)
-        .collect()
-}
-
 impl Runtime {
     /// Every listener's sockets, for a new process taking over ([`upgrade::hand_over`]).
     pub fn handover_sockets(&self) -> Vec<(upgrade::Header, Vec<std::os::fd::OwnedFd>)> {
         self.listeners
             .iter()
-            .zip(&self.listener_fds)
-            .filter(|(l, fds)| fds.len() == l.stats.accepted.len())
-            .map(|(l, fds)| {
+            .zip(&self.running)
+            .filter(|(l, r)| !r.workers.is_empty() && r.workers.len() == l.stats.accepted.len())
+            .map(|(l, r)| {
                 let header = upgrade::Header {
                     name: l.config.name.clone(),
                     bind: l.config.bind,
                     local: l.local_addr,
-                    workers: fds.len(),
+                    workers: r.workers.len(),
                 };
                 (
                     header,
-                    fds.iter().filter_map(|f| f.try_clone().ok()).collect(),
+                    r.workers
+                        .iter()
+                        .filter_map(|w| w.fd.try_clone().ok())
+                        .collect(),
                 )
             })
             .collect()

@@ -3,31 +3,49 @@
 //!
 //! The new file is validated by the caller exactly as at start (an invalid file changes
 //! nothing). Then the two configurations are compared, by name, as sozu's `ConfigState::diff`
-//! does, and every difference is sorted into what can be applied in place and what cannot:
+//! does, and every difference is sorted by how it is applied (`reload/apply.rs` does it):
 //!
 //! | difference | applied how |
 //! |---|---|
-//! | a listener unchanged | kept: same sockets, same accept workers, nothing refused |
-//! | a listener added (TCP) | bound and started; a bind failure fails the whole reload before anything changed |
-//! | a listener removed | stops accepting (its sockets close); its established connections go on to their end |
+//! | a listener unchanged | kept: same sockets, same accept workers, nothing refused; an https listener's certificate files are read again (renewed certificates serve new connections) |
+//! | a listener added (TCP, HTTP, HTTPS, UDP) | bound and started exactly as at start (`start.rs`); a bind or certificate failure fails the whole reload before anything changed |
+//! | a listener's settings that only affect new connections (upstream and routes, timeouts, limits, buffer, splice, headers, PROXY protocol, certificates, `tcp`/`http`/`https`) | a new version of the listener (same counters, same `max_connections` gate, whose limit changes in place) and its route are published to its workers in one atomic store; the sockets and their queues stay; each connection keeps the version it was accepted with |
+//! | `backlog` | listen(2) again on the same sockets (Linux changes the queue's maximum in place) |
+//! | `tcp_nodelay`, `tcp_keepalive` | set again on the same listening sockets (accepted sockets inherit them) |
+//! | `workers` up | new SO_REUSEPORT sockets join the group and start accepting |
+//! | `workers` down | a BPF program on the SO_REUSEPORT group steers new connections to the workers that stay; the others keep accepting for a moment (handshakes under way), then accept what is left in their queues, waiting for room under the limits as usual, and close: no queued connection is reset |
+//! | `bind`, or `udp` for or against a TCP protocol | new sockets bound first (a failure refuses the reload), their workers started, then the old sockets stop accepting; established connections go on. An address that overlaps the old one (the same port on `0.0.0.0` instead of one IP) cannot be bound while the old one listens: that reload is refused, naming the address in use |
+//! | a UDP listener's settings (upstream, `udp_timeout`, `max_flows`, `responses`…), or its upstream replaced | a new version and upstream published to its workers in one store, on the same sockets; open flows keep their server and settings, new flows take the new ones |
+//! | a UDP listener's `workers` | new sockets join its SO_REUSEPORT group and start, then the old workers take no new flows and relay for theirs until these end; meanwhile a new client's datagrams that the kernel hashes to an old socket are dropped (counted as `stopping`) |
+//! | a listener removed | stops accepting (what its queues hold is accepted when the limits have room, then its sockets close); its established connections go on to their end |
 //! | an upstream's servers (added, removed, weight, state, limits), TCP or HTTP | one new snapshot, one atomic store; unchanged servers keep their counters, connections and kept-alive HTTP pools; removed ones close their idle pooled connections |
-//! | an upstream added | created, with its health checks, for new listeners to use |
-//! | a listener changed, an HTTP listener added, an upstream removed or its other settings changed | refused: the reload is rejected as a whole, naming each one; nothing changes |
+//! | an upstream's other settings (scheduler, persistence, queue, retries, timeouts, keep-alive, TLS, health checks) | a new upstream is built ([`crate::upstream::Upstream::replacing`]), carrying over unchanged servers (counters, health and operator state, connections) and the persistence table where they do not depend on what changed; every listener routing to it gets a new route in one store; its health checks restart (a server down stays down until it passes `rise` checks; with no active check any more, it is up again); connections in flight finish on the old one |
+//! | an upstream added | created, with its health checks |
+//! | an upstream removed (no listener of the new file uses it; validation checks that) | its health checks stop; connections in flight finish |
 //! | `[global]`, `[admin]` | take effect at the next start (logged) |
 //!
-//! All or nothing: every check runs before the first change, and the only step that can fail
-//! while applying (binding new listeners) runs first. Established connections are never cut.
-
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
+//! All or nothing: every check and every step that can fail (binding new sockets, loading
+//! certificates, TLS to servers, health-check setup) runs for the whole file before the first
+//! change. New sockets start before old ones stop. No established connection is cut and no
+//! listener that stays refuses a connection.
+//!
+//! Why the HTTP side needs no socket replacement: hyper's server settings (header timeout, header
+//! limits, HTTP/2 settings) are built per accepted connection from the listener version its
+//! worker loads, so they follow the atomic swap like everything else. Sockets are replaced only
+//! when the socket itself must differ (address, TCP against UDP), and workers are retired only
+//! after steering and draining, because closing a listening socket resets every connection still
+//! in its accept queue.
+//!
+//! The file is the source of truth, as Keepalived's reload is for IPVS: listeners added through
+//! the admin API (`ballast ctl add-listener`) are part of the running configuration only, and a
+//! reload from the file stops those the file does not have; an upstream the reload changes gets
+//! exactly the file's servers (servers added through the API leave it). Weights and states set
+//! through the API outlive a reload unless the file changes that server's weight or state.
 
 use super::Runtime;
-use crate::config::{Config, Protocol, UpstreamConfig};
-use crate::listener::accept::Worker;
-use crate::listener::{self, Listener, ListenerStats};
-use crate::proxy::Route;
-use crate::upstream::Upstream;
+use crate::config::{Config, UpstreamConfig};
+
+mod apply;
 
 /// What a reload changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -36,12 +54,18 @@ pub struct ReloadSummary {
     pub listeners_kept: usize,
     /// Listeners started.
     pub listeners_started: Vec<String>,
+    /// Listeners whose settings changed (on their sockets, or moved to new ones).
+    pub listeners_changed: Vec<String>,
     /// Listeners stopped (draining).
     pub listeners_stopped: Vec<String>,
     /// Upstreams created.
     pub upstreams_added: Vec<String>,
     /// Upstreams whose servers changed.
     pub upstreams_changed: Vec<String>,
+    /// Upstreams whose other settings changed (replaced by a new one).
+    pub upstreams_replaced: Vec<String>,
+    /// Upstreams removed.
+    pub upstreams_removed: Vec<String>,
     /// Settings that take effect only at the next start.
     pub deferred: Vec<String>,
 }
@@ -50,11 +74,14 @@ impl std::fmt::Display for ReloadSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} listeners kept, started [{}], stopped [{}]; upstreams added [{}], servers changed in [{}]",
+            "{} listeners kept, started [{}], changed [{}], stopped [{}]; upstreams added [{}], changed [{}], removed [{}], servers changed in [{}]",
             self.listeners_kept,
             self.listeners_started.join(", "),
+            self.listeners_changed.join(", "),
             self.listeners_stopped.join(", "),
             self.upstreams_added.join(", "),
+            self.upstreams_replaced.join(", "),
+            self.upstreams_removed.join(", "),
             self.upstreams_changed.join(", "),
         )?;
         if !self.deferred.is_empty() {
@@ -138,190 +165,10 @@ impl Runtime {
         };
         let _ = request.reply.send(result.map(|s| s.to_string()));
     }
-
-    /// Applies `new` in place; see the module documentation for what is applied and how.
-    ///
-    /// # Errors
-    /// Every difference that cannot be applied in place, or the listener that could not be
-    /// bound; nothing has changed then.
-    pub async fn reload(&mut self, new: Config) -> Result<ReloadSummary, Vec<String>> {
-        let old = &self.config;
-        let mut problems = Vec::new();
-        let mut summary = ReloadSummary::default();
-        if old.global != new.global {
-            summary.deferred.push("[global]".to_owned());
-        }
-        if old.admin != new.admin {
-            summary.deferred.push("[admin]".to_owned());
-        }
-        for u in &old.upstreams {
-            match new.upstream(&u.name) {
-                None => problems.push(format!(
-                    "upstream \"{}\" was removed: removing an upstream needs a restart",
-                    u.name
-                )),
-                Some(n) if !same_but_servers(u, n) => problems.push(format!(
-                    "upstream \"{}\": settings other than its servers changed: that needs a restart (servers alone are changed in place)",
-                    u.name
-                )),
-                Some(_) => {}
-            }
-        }
-        for l in &new.listeners {
-            match old.listeners.iter().find(|o| o.name == l.name) {
-                Some(o) if o == l => {}
-                Some(_) => problems.push(format!(
-                    "listener \"{}\" changed: a listener is replaced by giving it a new name (the old one drains), or by a restart",
-                    l.name
-                )),
-                None if l.protocol != Protocol::Tcp => problems.push(format!(
-                    "listener \"{}\": adding an {} listener needs a restart (TCP listeners are added in place)",
-                    l.name,
-                    l.protocol.as_str()
-                )),
-                None => {}
-            }
-        }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-
-        // Bind new listeners first: the one step that can fail.
-        let added: Vec<_> = new
-            .listeners
-            .iter()
-            .filter(|l| !old.listeners.iter().any(|o| o.name == l.name))
-            .collect();
-        let mut bound = Vec::with_capacity(added.len());
-        for lc in &added {
-            match listener::bind(lc) {
-                Ok(b) => bound.push(b),
-                Err(e) => return Err(vec![anyhow_like(&e)]),
-            }
-        }
-
-        // Upstreams: new ones, then server lists.
-        for u in new
-            .upstreams
-            .iter()
-            .filter(|u| old.upstream(&u.name).is_none())
-        {
-            let up = Arc::new(Upstream::new(u.clone()));
-            for s in up.snapshot().servers.iter().filter(|s| !s.sorry) {
-                if let Err(e) = crate::health::spawn_server(&up, s, &self.stop_checks) {
-                    tracing::warn!(upstream = %u.name, error = %e, "no health checks");
-                }
-            }
-            self.upstreams.push(up);
-            summary.upstreams_added.push(u.name.clone());
-        }
-        for u in &old.upstreams {
-            let (Some(n), Some(up)) = (
-                new.upstream(&u.name),
-                self.upstreams.iter().find(|x| x.name() == u.name),
-            ) else {
-                continue;
-            };
-            if u.servers == n.servers {
-                continue;
-            }
-            let created = up.sync_servers(&u.servers, &n.servers);
-            for s in &created {
-                if let Err(e) = crate::health::spawn_server(up, s, &self.stop_checks) {
-                    tracing::warn!(upstream = %u.name, server = %s.address(), error = %e, "no health checks");
-                }
-            }
-            tracing::info!(upstream = %u.name, servers = n.servers.len(), new = created.len(),
-                "reload: servers updated");
-            summary.upstreams_changed.push(u.name.clone());
-        }
-
-        // Listeners: start the new ones, stop the removed ones.
-        for (lc, b) in added.into_iter().zip(bound) {
-            let Some(upstream) = self.upstreams.iter().find(|u| u.name() == lc.upstream) else {
-                continue;
-            };
-            let listener = Arc::new(Listener {
-                config: lc.clone(),
-                local_addr: b.local_addr,
-                stats: ListenerStats::new(b.sockets.len()),
-                worker_inodes: b.sockets.iter().map(crate::backlog::socket_inode).collect(),
-                limit: Arc::new(crate::listener::Gate::new(lc.connections)),
-                udp: None,
-            });
-            let route = Arc::new(Route {
-                listener: Arc::clone(&listener),
-                upstream: Arc::clone(upstream),
-                http: None,
-                access_log: self.access_log.clone(),
-            });
-            let stop = self.stop_accepting.child_token();
-            let fds = super::upgrade_copies(&b.sockets);
-            for (index, socket) in b.sockets.into_iter().enumerate() {
-                // As in `Runtime::start`: `socket2::Socket` owns its descriptor and keeps it open
-                // and unchanged until dropped, which is what `AsyncFd` registration needs.
-                #[allow(deprecated)]
-                let Ok(socket) = tokio::io::unix::AsyncFd::new(socket2::Socket::from(socket)) else {
-                    continue;
-                };
-                self.workers.spawn(
-                    Worker {
-                        index,
-                        socket,
-                        route: Arc::clone(&route),
-                        stop_accepting: stop.clone(),
-                        abort: self.abort.clone(),
-                        tracker: self.tracker.clone(),
-                        global_limit: Arc::clone(&self.global_limit),
-                    }
-                    .run(),
-                );
-            }
-            tracing::info!(listener = %lc.name, addr = %b.local_addr, upstream = %lc.upstream,
-                "reload: listening");
-            self.listeners.push(listener);
-            self.listener_stops.push(stop);
-            self.listener_fds.push(fds);
-            summary.listeners_started.push(lc.name.clone());
-        }
-        let mut i = 0;
-        while i < self.listeners.len() {
-            let name = &self.listeners[i].config.name;
-            if new.listeners.iter().any(|l| &l.name == name) {
-                i += 1;
-                continue;
-            }
-            let l = self.listeners.remove(i);
-            if i < self.listener_fds.len() {
-                self.listener_fds.remove(i);
-            }
-            if i < self.listener_stops.len() {
-                self.listener_stops.remove(i).cancel();
-            }
-            tracing::info!(listener = %l.config.name, addr = %l.local_addr,
-                active = l.stats.active.load(std::sync::atomic::Ordering::Relaxed),
-                "reload: stopped accepting; established connections go on");
-            summary.listeners_stopped.push(l.config.name.clone());
-        }
-        summary.listeners_kept = self.listeners.len() - summary.listeners_started.len();
-        self.config = new;
-        if let Some(admin) = &self.admin {
-            admin
-                .shared
-                .services
-                .store(Arc::new(crate::admin::Services::new(
-                    &self.config,
-                    self.listeners.clone(),
-                    self.upstreams.clone(),
-                )));
-        }
-        tracing::info!(%summary, "configuration reloaded");
-        Ok(summary)
-    }
 }
 
 /// An error with its causes, one line.
-fn anyhow_like(e: &dyn std::error::Error) -> String {
+pub(super) fn anyhow_like(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -330,10 +177,4 @@ fn anyhow_like(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     out
-}
-
-/// A token per listener, children of the runtime's `stop_accepting`, so one listener can stop
-/// on a reload while a shutdown still stops them all.
-pub(super) fn listener_token(stop_accepting: &CancellationToken) -> CancellationToken {
-    stop_accepting.child_token()
 }

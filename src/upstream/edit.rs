@@ -194,19 +194,7 @@ impl Upstream {
             match kept {
                 Some(s) => {
                     let before = previous.iter().find(|p| p.address == w.address);
-                    if before.is_none_or(|p| p.weight != w.weight) {
-                        s.state.set_weight(w.weight);
-                    }
-                    if before.is_none_or(|p| p.state != w.state) && s.state.admin() != w.state {
-                        s.state.set(
-                            super::StateFlags::DRAINING,
-                            w.state == crate::config::AdminState::Draining,
-                        );
-                        s.state.set(
-                            super::StateFlags::DISABLED,
-                            w.state == crate::config::AdminState::Disabled,
-                        );
-                    }
+                    apply_configured(s, before, w);
                     servers.push(Arc::clone(s));
                 }
                 None => {
@@ -234,13 +222,132 @@ impl Upstream {
         created
     }
 
-    /// Whether `server` is still a member of the current snapshot.
+    /// Whether `server` is still a member of the current snapshot (never, once the upstream is
+    /// retired).
     pub fn contains(&self, server: &Arc<Server>) -> bool {
-        self.snapshot
+        !self.retired.load(std::sync::atomic::Ordering::Relaxed)
+            && self
+                .snapshot
+                .load()
+                .servers
+                .iter()
+                .any(|s| Arc::ptr_eq(s, server))
+    }
+
+    /// Marks the upstream replaced or removed by a reload and wakes its health checkers, which
+    /// then end. Connections that hold it go on to their end.
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for s in self.snapshot.load().servers.iter() {
+            s.state.wake.notify_waiters();
+        }
+    }
+
+    /// The upstream that replaces `old` when a reload changed its settings (scheduler,
+    /// persistence, queue, health checks, timeouts…), built from `config`; nothing of `old`
+    /// changes until [`Upstream::take_over`]. A server whose address and settings are unchanged
+    /// is carried over with its `Arc<Server>` (counters, health and operator state, open
+    /// connections, `max_connections` accounting), as [`Upstream::sync_servers`] does, when
+    /// what a server holds of its upstream did not change: `inhibit_on_failure` and `passive`
+    /// (copied into its state) and the queue it wakes (`max_queue`, `queue_timeout`, whether
+    /// there is one). Otherwise every server starts afresh, and the old ones serve their open
+    /// connections to the end. The persistence table is carried over when `persistence` did
+    /// not change.
+    pub fn replacing(old: &Upstream, config: crate::config::UpstreamConfig) -> Upstream {
+        let wants_queue = config.servers.iter().any(|s| s.max_connections > 0);
+        let same_queue = old.queue.is_some() == wants_queue
+            && old.config.max_queue == config.max_queue
+            && old.config.queue_timeout == config.queue_timeout;
+        let carry = same_queue
+            && old.config.health.inhibit_on_failure == config.health.inhibit_on_failure
+            && old.config.health.passive == config.health.passive;
+        let mut fresh = Upstream::new(config);
+        if old.config.persistence == fresh.config.persistence {
+            fresh.persistence.clone_from(&old.persistence);
+        }
+        if !carry {
+            return fresh;
+        }
+        let snapshot = old.snapshot.load_full();
+        fresh.queue.clone_from(&old.queue);
+        let servers: Vec<Arc<Server>> = fresh
+            .snapshot
             .load()
             .servers
             .iter()
-            .any(|s| Arc::ptr_eq(s, server))
+            .map(|new| {
+                let kept = snapshot.servers.iter().find(|s| {
+                    s.sorry == new.sorry
+                        && s.address() == new.address()
+                        && same_but_weight_state(&s.config, &new.config)
+                });
+                if let Some(s) = kept {
+                    return Arc::clone(s);
+                }
+                let mut s = Server::new(new.config.clone(), &fresh.config, new.sorry);
+                if !new.sorry {
+                    s.queue.clone_from(&fresh.queue);
+                }
+                Arc::new(s)
+            })
+            .collect();
+        let next = build_snapshot(&fresh.config, servers.into());
+        fresh.snapshot.store(Arc::new(next));
+        fresh
+    }
+
+    /// Completes a [`Upstream::replacing`] when the reload applies it: the carried-over servers
+    /// take on the weight and operator state the new configuration gives them (where it changed
+    /// them) and are up again if no active check watches them any more, the persistence entries
+    /// follow their servers' addresses, and `old` retires (its health checkers end).
+    pub fn take_over(&self, old: &Upstream) {
+        let before = old.snapshot.load_full();
+        let serial = self.lock_rebuild();
+        let snapshot = self.snapshot.load_full();
+        for s in snapshot.servers.iter().filter(|s| !s.sorry) {
+            let wanted = self
+                .config
+                .servers
+                .iter()
+                .find(|w| w.address == s.address());
+            if let (true, Some(wanted)) = (before.servers.iter().any(|b| Arc::ptr_eq(b, s)), wanted)
+            {
+                let previous = old.config.servers.iter().find(|p| p.address == s.address());
+                apply_configured(s, previous, wanted);
+                // Down only while a check can bring it back: without active checks now (or a
+                // passive ejection whose end the old checker was timing), it is up again.
+                if self.config.health.check.is_none() || !wanted.check {
+                    s.state.set(super::StateFlags::DOWN, false);
+                    s.state.set(super::StateFlags::EJECTED, false);
+                }
+            }
+        }
+        if let (Some(table), Some(old_table)) = (&self.persistence, &old.persistence) {
+            if Arc::ptr_eq(table, old_table) {
+                let old_addrs: Vec<SocketAddr> =
+                    before.servers.iter().map(|s| s.address()).collect();
+                table.remap(|i| {
+                    let addr = old_addrs.get(i)?;
+                    snapshot
+                        .servers
+                        .iter()
+                        .position(|s| s.address() == *addr && !s.sorry)
+                });
+            }
+        }
+        let next = build_snapshot(&self.config, snapshot.servers.clone());
+        self.snapshot.store(Arc::new(next));
+        drop(serial);
+        // Servers not carried over close their idle kept-alive connections.
+        for s in before
+            .servers
+            .iter()
+            .filter(|b| !snapshot.servers.iter().any(|s| Arc::ptr_eq(s, b)))
+        {
+            s.retire();
+        }
+        old.retire();
     }
 
     pub(crate) fn lock_rebuild(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -255,6 +362,24 @@ impl Upstream {
             upstream: self.name().to_owned(),
             address,
         }
+    }
+}
+
+/// Gives a kept server the weight and operator state of its new configuration `wanted`, where
+/// the configuration changed them since `before` (runtime changes the file did not touch stay).
+fn apply_configured(s: &Server, before: Option<&ServerConfig>, wanted: &ServerConfig) {
+    if before.is_none_or(|p| p.weight != wanted.weight) {
+        s.state.set_weight(wanted.weight);
+    }
+    if before.is_none_or(|p| p.state != wanted.state) && s.state.admin() != wanted.state {
+        s.state.set(
+            super::StateFlags::DRAINING,
+            wanted.state == crate::config::AdminState::Draining,
+        );
+        s.state.set(
+            super::StateFlags::DISABLED,
+            wanted.state == crate::config::AdminState::Disabled,
+        );
     }
 }
 
@@ -367,6 +492,67 @@ mod tests {
         assert!(added.pool.is_retired() && two.pool.is_retired());
         assert!(!created[0].pool.is_retired());
         assert!(!Arc::ptr_eq(&created[0].pool, &two.pool));
+    }
+
+    #[test]
+    fn a_replacement_carries_unchanged_servers_and_the_persistence_table() {
+        let old = upstream("persistence_timeout = \"60s\"\n");
+        let a = Arc::clone(&old.snapshot().servers[0]);
+        a.stats
+            .connections
+            .store(7, std::sync::atomic::Ordering::Relaxed);
+        let table = Arc::clone(old.persistence.as_ref().expect("persistence"));
+        let mut config = old.config.clone();
+        config.scheduler = crate::scheduler::SchedulerKind::SourceHash;
+        config.servers[1].weight = 5;
+        let new = Upstream::replacing(&old, config);
+        assert!(
+            Arc::ptr_eq(&a, &new.snapshot().servers[0]),
+            "a carried over"
+        );
+        assert_eq!(
+            new.snapshot().servers[1].state.weight(),
+            2,
+            "nothing applied yet"
+        );
+        assert!(old.contains(&a));
+        new.take_over(&old);
+        let s = new.snapshot();
+        assert_eq!(&*s.weights, &[1, 5], "the new weight applied at take-over");
+        assert_eq!(
+            s.servers[0]
+                .stats
+                .connections
+                .load(std::sync::atomic::Ordering::Relaxed),
+            7
+        );
+        assert!(Arc::ptr_eq(&table, new.persistence.as_ref().expect("kept")));
+        assert!(
+            !old.contains(&a),
+            "the old upstream is retired: its checkers end"
+        );
+        assert!(new.contains(&a));
+    }
+
+    #[test]
+    fn a_replacement_starts_servers_afresh_when_their_state_depends_on_the_change() {
+        let old = upstream("");
+        let mut config = old.config.clone();
+        config.health.inhibit_on_failure = true;
+        let new = Upstream::replacing(&old, config);
+        assert!(!Arc::ptr_eq(
+            &old.snapshot().servers[0],
+            &new.snapshot().servers[0]
+        ));
+        assert!(new.snapshot().servers[0].state.inhibit);
+        let left = Arc::clone(&old.snapshot().servers[0]);
+        assert!(!left.pool.is_retired(), "in use until the take-over");
+        new.take_over(&old);
+        assert!(
+            left.pool.is_retired(),
+            "a server not carried over closes its idle pool"
+        );
+        assert!(!new.snapshot().servers[0].pool.is_retired());
     }
 
     #[test]

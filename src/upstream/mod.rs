@@ -210,6 +210,9 @@ pub struct Upstream {
     /// Serialises [`Upstream::rebuild`], so two concurrent weight changes cannot store their
     /// snapshots in the wrong order and lose one. Never taken on the data path.
     rebuilding: std::sync::Mutex<()>,
+    /// Set when a reload replaced or removed this upstream: its health checkers end (the
+    /// servers it shares with its successor are checked by the successor's).
+    retired: std::sync::atomic::AtomicBool,
 }
 
 /// A reservation of one connection slot on a server; releases it when dropped. With persistence,
@@ -287,6 +290,7 @@ impl Upstream {
             stats: UpstreamStats::default(),
             snapshot: ArcSwap::from_pointee(snapshot),
             rebuilding: std::sync::Mutex::new(()),
+            retired: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

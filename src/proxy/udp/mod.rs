@@ -34,6 +34,11 @@
 //! * Each flow holds a [`crate::upstream::ServerGuard`], so `lc`, `wlc`, `max_connections` and the
 //!   per-server counters see flows as connections.
 //!
+//! # Reload
+//! Workers load their [`UdpRoute`] (listener settings and upstream) for each new flow; a reload
+//! publishes a new one in one store, so new flows take the new settings and server choice while
+//! open flows keep theirs, on the same sockets.
+//!
 //! # Shutdown
 //! When ballast stops accepting, a UDP worker takes no new flows (their datagrams are dropped and
 //! counted, `stopping`) and keeps relaying for the flows it has until they end or the grace period
@@ -63,6 +68,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -161,6 +167,21 @@ pub fn bind(config: &ListenerConfig) -> Result<BoundUdp, ListenerError> {
     })
 }
 
+/// Binds `config.workers` sockets on `addr`, where this listener's own sockets are already bound
+/// (a reload replacing them): they join its SO_REUSEPORT group, so no probe.
+///
+/// # Errors
+/// [`ListenerError::Bind`] as [`bind`].
+pub fn bind_siblings(config: &ListenerConfig, addr: SocketAddr) -> Result<BoundUdp, ListenerError> {
+    let sockets = (0..config.workers.max(1))
+        .map(|_| udp_socket(addr, true).map_err(bind_error(&config.name, addr, hint)))
+        .collect::<Result<_, _>>()?;
+    Ok(BoundUdp {
+        sockets,
+        local_addr: addr,
+    })
+}
+
 /// A bound, non-blocking UDP socket.
 fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -193,23 +214,56 @@ fn hint(err: &io::Error) -> &'static str {
     }
 }
 
-/// Starts the workers of a bound UDP listener on `tracker` and returns the running listener.
-///
-/// # Errors
-/// When a socket cannot be registered with the async runtime.
+/// Where a UDP listener's new flows go: the listener's version (settings, shared counters) and
+/// its upstream. A reload publishes a new one in one store; open flows keep theirs.
+#[derive(Debug)]
+pub struct UdpRoute {
+    /// The listener's settings and counters.
+    pub listener: Arc<Listener>,
+    /// The upstream that serves it.
+    pub upstream: Arc<Upstream>,
+}
+
+/// The sockets of a UDP listener registered with the async runtime, ready to serve.
+#[derive(Debug)]
+pub struct ReadyUdp {
+    sockets: Vec<Arc<tokio::net::UdpSocket>>,
+    local_addr: SocketAddr,
+}
+
+impl BoundUdp {
+    /// Registers the sockets with the async runtime (the step of [`start`] that can fail, done
+    /// before anything starts so a start or reload stays all or nothing).
+    ///
+    /// # Errors
+    /// When a socket cannot be registered.
+    pub fn register(self) -> io::Result<ReadyUdp> {
+        let mut sockets = Vec::with_capacity(self.sockets.len());
+        for s in self.sockets {
+            sockets.push(Arc::new(tokio::net::UdpSocket::from_std(s)?));
+        }
+        Ok(ReadyUdp {
+            sockets,
+            local_addr: self.local_addr,
+        })
+    }
+}
+
+/// Starts the workers of a UDP listener on `tracker`; returns the route they load per new flow
+/// (its listener is the running listener).
 pub fn start(
     config: &ListenerConfig,
-    bound: BoundUdp,
+    bound: ReadyUdp,
     upstream: &Arc<Upstream>,
     stop_accepting: &CancellationToken,
     abort: &CancellationToken,
     tracker: &TaskTracker,
-) -> io::Result<Arc<Listener>> {
+) -> Arc<ArcSwap<UdpRoute>> {
     let stats = Arc::new(UdpStats::default());
     let listener = Arc::new(Listener {
         config: config.clone(),
         local_addr: bound.local_addr,
-        stats: ListenerStats::new(bound.sockets.len()),
+        stats: Arc::new(ListenerStats::new(bound.sockets.len())),
         worker_inodes: Box::new([]),
         // Flows are bounded by `max_flows`; connection limits are for accepted connections.
         limit: Arc::new(crate::listener::Gate::new(
@@ -217,16 +271,15 @@ pub fn start(
         )),
         udp: Some(Arc::clone(&stats)),
     });
-    let mut sockets = Vec::with_capacity(bound.sockets.len());
-    for s in bound.sockets {
-        sockets.push(Arc::new(tokio::net::UdpSocket::from_std(s)?));
-    }
-    for (index, socket) in sockets.into_iter().enumerate() {
+    let route = Arc::new(ArcSwap::from_pointee(UdpRoute {
+        listener: Arc::clone(&listener),
+        upstream: Arc::clone(upstream),
+    }));
+    for (index, socket) in bound.sockets.into_iter().enumerate() {
         let w = worker::Worker {
             index,
             socket,
-            listener: Arc::clone(&listener),
-            upstream: Arc::clone(upstream),
+            route: Arc::clone(&route),
             stats: Arc::clone(&stats),
             stop: stop_accepting.clone(),
             abort: abort.clone(),
@@ -243,5 +296,5 @@ pub fn start(
         responses = ?config.udp.responses,
         "listening (udp)"
     );
-    Ok(listener)
+    route
 }

@@ -1,6 +1,7 @@
 //! One UDP worker: its SO_REUSEPORT socket, its flow table, and the reply task of each flow.
 //! See the module comment of [`super`] for the flow rules.
 
+use arc_swap::ArcSwap;
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ use super::{UdpStats, MAX_DATAGRAM};
 use crate::health::now_ms;
 use crate::listener::Listener;
 use crate::scheduler::PickContext;
-use crate::upstream::{Server, ServerGuard, Tried, Upstream};
+use crate::upstream::{Server, ServerGuard, Tried};
 
 thread_local! {
     /// Where reply tasks read a server's datagram before sending it on: one buffer per runtime
@@ -36,10 +37,9 @@ pub(super) struct Worker {
     pub(super) index: usize,
     /// The worker's own listening socket; reply tasks send from it too.
     pub(super) socket: Arc<UdpSocket>,
-    /// Settings and counters.
-    pub(super) listener: Arc<Listener>,
-    /// Where flows go.
-    pub(super) upstream: Arc<Upstream>,
+    /// Settings and counters, and where flows go: loaded for each new flow, so a reload that
+    /// swaps them ([`super::UdpRoute`]) reaches the next flow while open flows keep theirs.
+    pub(super) route: Arc<ArcSwap<super::UdpRoute>>,
     /// UDP counters of the listener.
     pub(super) stats: Arc<UdpStats>,
     /// Cancelled when ballast stops accepting: no new flows from then on.
@@ -96,8 +96,7 @@ impl Worker {
     /// Relays until the grace period ends, or until ballast stops accepting and this worker's
     /// last flow is over.
     pub(super) async fn run(self) {
-        let cfg = &self.listener.config.udp;
-        let timeout_ms = u64::try_from(cfg.timeout.as_millis()).unwrap_or(u64::MAX);
+        let cfg = self.route.load().listener.config.udp.clone();
         let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<Closed>();
         let mut table: FlowTable<Flow> = FlowTable::new();
         let mut batch = Batch::new();
@@ -117,9 +116,14 @@ impl Worker {
                     }
                 }
                 _ = sweep.tick() => {
+                    // The current `udp_timeout` (a reload may change it; the sweep period
+                    // stays the one computed at start).
+                    let route = self.route.load();
+                    let timeout = route.listener.config.udp.timeout;
+                    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
                     let n = table.expire(now_ms(), timeout_ms);
                     if n > 0 {
-                        self.listener.stats.idle_timeouts.fetch_add(n as u64, Ordering::Relaxed);
+                        route.listener.stats.idle_timeouts.fetch_add(n as u64, Ordering::Relaxed);
                     }
                 }
                 r = self.socket.readable() => {
@@ -133,7 +137,7 @@ impl Worker {
                             Ok(n) => n,
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) => {
-                                tracing::debug!(listener = %self.listener.config.name, error = %e, "udp receive failed");
+                                tracing::debug!(listener = %self.route.load().listener.config.name, error = %e, "udp receive failed");
                                 break;
                             }
                         };
@@ -149,7 +153,7 @@ impl Worker {
                 break;
             }
         }
-        tracing::debug!(listener = %self.listener.config.name, worker = self.index,
+        tracing::debug!(listener = %self.route.load().listener.config.name, worker = self.index,
             flows = table.len(), "udp worker stopped");
     }
 
@@ -181,8 +185,9 @@ impl Worker {
             self.stats.drop_stopping.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let max = self.listener.config.udp.max_flows as u64;
-        if self.listener.stats.active.load(Ordering::Relaxed) >= max {
+        let route = self.route.load();
+        let max = route.listener.config.udp.max_flows as u64;
+        if route.listener.stats.active.load(Ordering::Relaxed) >= max {
             if table.evict_lru().is_some() {
                 self.stats.evicted.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -209,11 +214,12 @@ impl Worker {
         now: u64,
         closed_tx: &mpsc::UnboundedSender<Closed>,
     ) -> Option<Flow> {
-        let upstream = &self.upstream;
+        let route = self.route.load_full();
+        let (listener, upstream) = (&route.listener, &route.upstream);
         let snapshot = upstream.snapshot();
         let ctx = PickContext {
             client: client.ip(),
-            local: self.listener.local_addr.ip(),
+            local: listener.local_addr.ip(),
         };
         let mut tried = Tried::new();
         for _ in 0..=upstream.config.retries {
@@ -227,21 +233,21 @@ impl Worker {
                     if is_local_shortage(&e) {
                         // Out of file descriptors or memory: not the server's fault.
                         self.stats.drop_send_error.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(listener = %self.listener.config.name, error = %e,
+                        tracing::warn!(listener = %listener.config.name, error = %e,
                             "cannot open a socket for a new udp flow (raise ulimit -n or lower max_flows)");
                         return None;
                     }
                     server.passive_failure();
-                    tracing::warn!(listener = %self.listener.config.name, server = %server.address(),
+                    tracing::warn!(listener = %listener.config.name, server = %server.address(),
                         error = %e, "cannot connect a udp socket to the server; trying another");
                     continue;
                 }
             };
             server.stats.connections.fetch_add(1, Ordering::Relaxed);
-            if let Some(c) = self.listener.stats.accepted.get(self.index) {
+            if let Some(c) = listener.stats.accepted.get(self.index) {
                 c.fetch_add(1, Ordering::Relaxed);
             }
-            self.listener.stats.active.fetch_add(1, Ordering::Relaxed);
+            listener.stats.active.fetch_add(1, Ordering::Relaxed);
             let shared = Arc::new(FlowShared {
                 last_ms: AtomicU64::new(now),
                 ..FlowShared::default()
@@ -254,7 +260,7 @@ impl Worker {
                 listener_socket: Arc::clone(&self.socket),
                 server,
                 stats: Arc::clone(&self.stats),
-                responses: self.listener.config.udp.responses.map(u64::from),
+                responses: listener.config.udp.responses.map(u64::from),
                 closed_tx: closed_tx.clone(),
             };
             return Some(Flow {
@@ -263,15 +269,12 @@ impl Worker {
                 socket,
                 guard,
                 reply: tokio::spawn(replies.run()),
-                listener: Arc::clone(&self.listener),
+                listener: Arc::clone(listener),
             });
         }
-        self.listener
-            .stats
-            .no_server
-            .fetch_add(1, Ordering::Relaxed);
+        listener.stats.no_server.fetch_add(1, Ordering::Relaxed);
         upstream.stats.no_server.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(listener = %self.listener.config.name, %client, "no server for a new udp flow; datagram dropped");
+        tracing::debug!(listener = %listener.config.name, %client, "no server for a new udp flow; datagram dropped");
         None
     }
 
