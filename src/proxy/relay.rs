@@ -16,7 +16,14 @@
 //!
 //! Byte counts go to the server's counters after each write, so counters move while long
 //! connections live. Buffers start at 16 KiB and grow (a few times at most) while a direction moves bulk data,
-//! up to `buffer_size`; nothing is allocated per read.
+//! up to `buffer_size`.
+//!
+//! **Idle connections hold no buffer.** A direction allocates its buffer only once its socket is
+//! readable, and gives it back when everything read has been written and the socket has nothing
+//! more (the read would block), as HAProxy allocates buffers on demand. An idle relayed
+//! connection then costs its task and two socket registrations (a few hundred bytes), not 32 KiB;
+//! a busy direction keeps its buffer across reads within one burst and reallocates at the size it
+//! had grown to for the next one (one allocation per burst, not per read).
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -79,9 +86,12 @@ pub const SPLICE_AFTER: usize = 64 * 1024;
 
 /// A user-space buffer that grows while its direction carries bulk data.
 struct Buffer {
-    /// Bytes read and not yet all written; its capacity is the buffer size. `BytesMut` because
-    /// reading into its spare capacity needs no zeroing (tokio-util `poll_read_buf`).
+    /// Bytes read and not yet all written; its capacity is `size`, or 0 while the direction is
+    /// idle (no allocation). `BytesMut` because reading into its spare capacity needs no zeroing
+    /// (tokio-util `poll_read_buf`).
     buf: BytesMut,
+    /// The size the buffer is allocated at when data comes.
+    size: usize,
     /// Largest `buf` may grow to.
     max: usize,
     /// The last read filled `buf`: grow it before the next read.
@@ -119,7 +129,8 @@ impl<'a> Half<'a> {
     fn new(size: usize, may_splice: bool, counter: &'a AtomicU64) -> Half<'a> {
         Half {
             store: Store::Buffer(Buffer {
-                buf: BytesMut::with_capacity(size.min(INITIAL_BUFFER)),
+                buf: BytesMut::new(),
+                size: size.min(INITIAL_BUFFER),
                 max: size,
                 grow: false,
                 pos: 0,
@@ -187,9 +198,20 @@ impl<'a> Half<'a> {
                     // All written: reuse the whole capacity (same allocation, no copy).
                     b.buf.clear();
                     b.pos = 0;
-                    let n = ready!(poll_read_buf(Pin::new(&mut *reader), cx, &mut b.buf))
-                        .map_err(|e| HalfError(rside, e))?;
-                    b.grow = n == b.buf.capacity() && n < b.max;
+                    if b.buf.capacity() == 0 {
+                        // Idle until now: allocate only once there is something to read.
+                        ready!(reader.poll_read_ready(cx)).map_err(|e| HalfError(rside, e))?;
+                        b.buf = BytesMut::with_capacity(b.size);
+                    }
+                    let n = match poll_read_buf(Pin::new(&mut *reader), cx, &mut b.buf) {
+                        Poll::Ready(r) => r.map_err(|e| HalfError(rside, e))?,
+                        Poll::Pending => {
+                            // Drained and nothing more to read: an idle direction holds no buffer.
+                            b.buf = BytesMut::new();
+                            return Poll::Pending;
+                        }
+                    };
+                    b.grow = n >= b.size && n < b.max;
                     n
                 }
                 Store::Pipe(p) => {
@@ -215,14 +237,15 @@ impl<'a> Half<'a> {
             return;
         }
         b.grow = false;
-        if self.may_splice && b.buf.capacity() >= SPLICE_AFTER {
+        if self.may_splice && b.size >= SPLICE_AFTER {
             if let Ok(pipe) = Pipe::new(b.max) {
                 self.store = Store::Pipe(pipe);
                 return;
             }
         }
-        let size = (b.buf.capacity() * 2).min(b.max);
-        b.buf = BytesMut::with_capacity(size);
+        b.size = (b.size * 2).min(b.max);
+        // Allocated at the new size by the next read.
+        b.buf = BytesMut::new();
     }
 }
 
