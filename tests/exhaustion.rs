@@ -311,6 +311,13 @@ impl Pusher {
                             return;
                         }
                     }
+                    // Whatever the client sends is read and dropped, so the client's direction
+                    // always moves.
+                    let (mut rd, mut s) = s.into_split();
+                    tokio::spawn(async move {
+                        let mut sink = vec![0u8; 4096];
+                        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+                    });
                     let chunk = vec![b'x'; 64 * 1024];
                     let mut sent = 0u64;
                     while sent < ENDLESS {
@@ -798,6 +805,34 @@ async fn endless_answers_to_clients_that_do_not_read_are_bounded_and_let_go() {
     drop((t_client, h_client));
     b.fds_until("descriptors back to the baseline", |n| n <= fds0)
         .await;
+
+    // TCP: a client that keeps sending but stopped reading is let go too: its direction moves,
+    // the other has waited idle_timeout for it.
+    let before = tcp.ended();
+    let mut c = TcpStream::connect(b.addr("t")).await.expect("connect");
+    let started = Instant::now();
+    let mut gone = false;
+    while started.elapsed() < Duration::from_secs(6) {
+        if c.write_all(b"still here\n").await.is_err() {
+            gone = true;
+            break;
+        }
+        if tcp.ended() > before {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waited = started.elapsed();
+    assert!(
+        gone,
+        "the relay kept a client that does not read for {waited:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900),
+        "let go after {waited:?}, before idle_timeout"
+    );
+    drop(c);
 
     // A client that goes away mid-stream frees the server connection at once (no 60 s timeout
     // on these listeners).

@@ -9,7 +9,10 @@
 //!   (TCP half-close, RFC 9293 §3.6).
 //! * **Idle timeout.** The deadline is not re-armed on every chunk (that would be a timer-wheel
 //!   operation per read); progress only records the time, and when the timer fires the relay checks
-//!   whether the connection was really idle for the whole period, re-arming if not.
+//!   whether the connection was really idle for the whole period, re-arming if not. A direction
+//!   whose receiver takes none of its waiting bytes for the same period also ends the relay, even
+//!   while the other direction moves: a client that keeps sending but stopped reading (nginx's
+//!   `send_timeout` case, HAProxy's `timeout client`) does not hold the server forever.
 //! * **Resets.** A read or write error on one side ends the relay with [`RelayEnd::Reset`] naming
 //!   the side; the caller then closes the other side with a RST (SO_LINGER 0) so the peer learns at
 //!   once that the connection is gone, as it would have without the proxy.
@@ -120,6 +123,9 @@ struct Half<'a> {
     total: u64,
     /// Live counter to add written bytes to.
     counter: &'a AtomicU64,
+    /// The last poll ended with bytes this direction could not write: its receiver is not
+    /// taking them.
+    write_blocked: bool,
 }
 
 /// Which side failed, and how.
@@ -140,6 +146,7 @@ impl<'a> Half<'a> {
             done: false,
             total: 0,
             counter,
+            write_blocked: false,
         }
     }
 
@@ -163,6 +170,8 @@ impl<'a> Half<'a> {
             }
             // Write out what was read before reading more.
             loop {
+                // Stays set if a write below returns Pending.
+                self.write_blocked = true;
                 let n = match &mut self.store {
                     Store::Buffer(b) if b.pos < b.buf.len() => {
                         let n = ready!(Pin::new(&mut *writer).poll_write(cx, &b.buf[b.pos..]))
@@ -180,8 +189,12 @@ impl<'a> Half<'a> {
                     Store::Pipe(p) if p.len > 0 => {
                         ready!(p.poll_drain(cx, writer)).map_err(|e| HalfError(wside, e))?
                     }
-                    _ => break,
+                    _ => {
+                        self.write_blocked = false;
+                        break;
+                    }
                 };
+                self.write_blocked = false;
                 self.total += n as u64;
                 self.counter.fetch_add(n as u64, Ordering::Relaxed);
                 *progress = true;
@@ -272,6 +285,8 @@ pub async fn relay(
     let mut up = Half::new(buffer_size, splice, counters.to_server);
     let mut down = Half::new(buffer_size, splice, counters.to_client);
     let mut last_progress = Instant::now();
+    // Since when each direction (up, down) has had bytes its receiver would not take.
+    let mut stalled: [Option<Instant>; 2] = [None, None];
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
     let aborted = abort.cancelled();
@@ -307,9 +322,21 @@ pub async fn relay(
         if progress {
             last_progress = Instant::now();
         }
-        // Fire only after a full idle period without progress; re-arm otherwise.
+        for (since, half) in stalled.iter_mut().zip([&up, &down]) {
+            match (half.write_blocked, *since) {
+                (true, None) => *since = Some(Instant::now()),
+                (false, Some(_)) => *since = None,
+                _ => {}
+            }
+        }
+        // Fire only after a full idle period without progress, or once a direction has been
+        // unable to deliver for as long (its receiver stopped reading while the other direction
+        // may still move); re-arm otherwise.
         while timer.as_mut().poll(cx).is_ready() {
-            let deadline = last_progress + idle;
+            let deadline = stalled
+                .iter()
+                .flatten()
+                .fold(last_progress + idle, |d, &s| d.min(s + idle));
             if Instant::now() >= deadline {
                 return Poll::Ready(RelayEnd::IdleTimeout);
             }
