@@ -110,6 +110,9 @@ pub struct HttpView {
     pub too_large: u64,
     /// 408 answers.
     pub body_timeouts: u64,
+    /// Client connections closed because the client took no response bytes for `send_timeout`.
+    #[serde(default)]
+    pub send_timeouts: u64,
     /// Requests retried on another server.
     pub retries: u64,
     /// 502 answers.
@@ -262,6 +265,7 @@ pub fn listener_view(
             },
             too_large: s.too_large.load(Ordering::Relaxed),
             body_timeouts: s.body_timeouts.load(Ordering::Relaxed),
+            send_timeouts: s.send_timeouts.load(Ordering::Relaxed),
             retries: s.retries.load(Ordering::Relaxed),
             bad_gateway: s.bad_gateway.load(Ordering::Relaxed),
             gateway_timeout: s.gateway_timeout.load(Ordering::Relaxed),

@@ -81,6 +81,8 @@ pub const MAX_BODY_SIZE: u64 = 0;
 pub const MAX_BODY_SIZE_MAX: usize = 1 << 40;
 /// `listener.body_timeout`: 60 s, nginx's `client_body_timeout`.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// `listener.send_timeout`: 60 s, nginx's `send_timeout`.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `persistence_max_entries` default: about 20 MB of table at most.
 pub const PERSISTENCE_MAX_ENTRIES: u64 = 262_144;

@@ -215,6 +215,10 @@ pub struct HttpListenerConfig {
     /// `body_timeout`: longest wait for the next piece of a request body; then 408 (nginx
     /// `client_body_timeout`, HAProxy `timeout client`). Default: 60 s.
     pub body_timeout: Duration,
+    /// `send_timeout`: longest time a client may go without taking any response byte while
+    /// ballast has some to send; then its connection is closed (nginx `send_timeout`, HAProxy
+    /// `timeout client`). Default: 60 s.
+    pub send_timeout: Duration,
     /// `max_header_size`: most bytes of request line and headers; more is answered 431.
     /// Default: 32 KiB.
     pub max_header_size: usize,

@@ -82,7 +82,7 @@ t!(
     ["ballast.toml:5:1: listener[0].bakclog: unknown key; allowed: name, bind, protocol, upstream, \
       backlog, workers, tcp_nodelay, tcp_keepalive, idle_timeout, buffer_size, splice, \
       accept_proxy, certificate, route, header_timeout, forwarded, via, body_timeout, \
-      max_header_size, max_headers, max_body_size, request_id_header, max_connections, resume_at, udp_timeout, max_flows, \
+      send_timeout, max_header_size, max_headers, max_body_size, request_id_header, max_connections, resume_at, udp_timeout, max_flows, \
       responses; did you mean backlog?"]
 );
 
@@ -521,6 +521,7 @@ fn complete_file_builds_the_expected_model() {
             http: HttpListenerConfig {
                 header_timeout: defaults::HEADER_TIMEOUT,
                 body_timeout: defaults::BODY_TIMEOUT,
+                send_timeout: defaults::SEND_TIMEOUT,
                 max_header_size: defaults::MAX_HEADER_SIZE,
                 max_headers: defaults::MAX_HEADERS,
                 max_body_size: defaults::MAX_BODY_SIZE,

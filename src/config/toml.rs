@@ -136,6 +136,8 @@ pub(crate) struct ListenerToml {
     pub(crate) via: Option<bool>,
     /// `body_timeout`: a duration (HTTP).
     pub(crate) body_timeout: Option<Spanned<DurationToml>>,
+    /// `send_timeout`: a duration (HTTP).
+    pub(crate) send_timeout: Option<Spanned<DurationToml>>,
     /// `max_header_size`: a size (HTTP).
     pub(crate) max_header_size: Option<Spanned<SizeToml>>,
     /// `max_headers` (HTTP).

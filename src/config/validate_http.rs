@@ -72,6 +72,14 @@ impl Validator<'_, '_> {
                 defaults::DURATION_MAX,
             )
             .unwrap_or(defaults::BODY_TIMEOUT);
+        let send_timeout = self
+            .duration(
+                l.send_timeout.as_ref(),
+                &key("send_timeout"),
+                Duration::from_millis(1),
+                defaults::DURATION_MAX,
+            )
+            .unwrap_or(defaults::SEND_TIMEOUT);
         let max_header_size = self.size_in(
             l.max_header_size.as_ref(),
             &key("max_header_size"),
@@ -96,6 +104,7 @@ impl Validator<'_, '_> {
         let http = HttpListenerConfig {
             header_timeout,
             body_timeout,
+            send_timeout,
             max_header_size,
             max_headers: usize::try_from(max_headers).unwrap_or(defaults::MAX_HEADERS),
             max_body_size: max_body_size as u64,

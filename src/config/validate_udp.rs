@@ -73,6 +73,10 @@ impl Validator<'_, '_> {
                 l.body_timeout.as_ref().map(|v| v.span().start),
             ),
             (
+                "send_timeout",
+                l.send_timeout.as_ref().map(|v| v.span().start),
+            ),
+            (
                 "max_header_size",
                 l.max_header_size.as_ref().map(|v| v.span().start),
             ),

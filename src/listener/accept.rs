@@ -18,8 +18,9 @@
 //! Each connection task runs on the shared [`TaskTracker`] so shutdown can wait for them, and
 //! carries its [`Permit`] until it ends. Accept errors follow the usual policy: a client that gave
 //! up before it was accepted (ECONNABORTED, ECONNRESET…) is not our error and is skipped; anything
-//! else (EMFILE, ENFILE, ENOMEM) is logged and the worker backs off briefly instead of spinning,
-//! leaving new connections waiting in the kernel's queue.
+//! else (EMFILE, ENFILE, ENOMEM) is logged (at most one line a second per worker, with the count)
+//! and the worker backs off, 5 ms doubling up to 1 s, instead of spinning, leaving new connections
+//! waiting in the kernel's queue; the first accept that succeeds resets the back-off.
 //!
 //! The listener's settings and upstream are loaded per connection from an `ArcSwap` ([`Route`]),
 //! so a reload changes them under a running worker. Closing a listening socket resets every
@@ -43,7 +44,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Protocol;
 use crate::listener::limit::{Full, Gate, Permit};
-use crate::listener::refusals::Reason;
+use crate::listener::refusals::{LogEvery, Reason};
 use crate::proxy::{http, tcp, Route};
 
 /// How long a worker pauses after a resource error from accept(2), doubled up to [`BACKOFF_MAX`].
@@ -103,6 +104,8 @@ impl Worker {
         // Set while this worker is paused by a limit: when the pause began.
         let mut paused: Option<Instant> = None;
         let mut retired = false;
+        // Under descriptor exhaustion accept fails again after every back-off: one line a second.
+        let accept_log = LogEvery::default();
         loop {
             let route = self.route.load_full();
             let listener = &route.listener;
@@ -171,8 +174,18 @@ impl Worker {
                 Err(e) => {
                     drop(permit);
                     listener.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(listener = %listener.config.name, error = %e,
-                        "accept failed; pausing {:?}", backoff);
+                    if let Some(failures) = accept_log.tick() {
+                        let hint = if crate::proxy::is_local_shortage(&e) {
+                            "; raise RLIMIT_NOFILE or lower max_connections"
+                        } else {
+                            ""
+                        };
+                        tracing::warn!(listener = %listener.config.name, worker = self.index,
+                            error = %e, failures,
+                            "accept failed ({e}): new connections wait in the kernel's accept \
+                             queue, retrying in {backoff:?} ({failures} failures since the last \
+                             such line){hint}");
+                    }
                     if !self.sleep(backoff).await {
                         break;
                     }

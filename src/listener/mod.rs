@@ -36,6 +36,12 @@ pub struct ListenerStats {
     pub queue_full: AtomicU64,
     /// Clients refused after waiting `queue_timeout` in the upstream's queue.
     pub queue_timeouts: AtomicU64,
+    /// Clients refused because ballast ran short of descriptors, memory or source ports when
+    /// connecting to a server (the refusal reason `resources`).
+    pub resources: AtomicU64,
+    /// HTTP client connections closed because the client took no response bytes for
+    /// `send_timeout`.
+    pub send_timeouts: AtomicU64,
     /// Client connections that ended because nothing moved for `idle_timeout`.
     pub idle_timeouts: AtomicU64,
     /// Connections refused because a PROXY header was expected and missing, bad, or came from an
@@ -94,6 +100,8 @@ impl ListenerStats {
             refusals: Refusals::default(),
             queue_full: AtomicU64::new(0),
             queue_timeouts: AtomicU64::new(0),
+            resources: AtomicU64::new(0),
+            send_timeouts: AtomicU64::new(0),
             http: http_stats::HttpStats::default(),
         }
     }
@@ -107,6 +115,7 @@ impl ListenerStats {
             Reason::Limit => &self.paused,
             Reason::QueueFull => &self.queue_full,
             Reason::QueueTimeout => &self.queue_timeouts,
+            Reason::Resources => &self.resources,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.refusals.may_log(reason)
@@ -119,6 +128,7 @@ impl ListenerStats {
             Reason::Limit => self.paused.load(Ordering::Relaxed),
             Reason::QueueFull => self.queue_full.load(Ordering::Relaxed),
             Reason::QueueTimeout => self.queue_timeouts.load(Ordering::Relaxed),
+            Reason::Resources => self.resources.load(Ordering::Relaxed),
         }
     }
 

@@ -30,15 +30,20 @@ pub enum Reason {
     /// The client waited `queue_timeout` in the upstream's queue without a server slot freeing up
     /// (TCP: RST; HTTP: 503).
     QueueTimeout,
+    /// ballast itself ran short of a resource (file descriptors: EMFILE/ENFILE, kernel memory,
+    /// source ports) when connecting to a server: the client was refused at once (TCP: RST;
+    /// HTTP: 503) and no server was blamed. HAProxy's termination state `R`.
+    Resources,
 }
 
 impl Reason {
     /// Every reason, in the order tables show them.
-    pub const ALL: [Reason; 4] = [
+    pub const ALL: [Reason; 5] = [
         Reason::NoServer,
         Reason::Limit,
         Reason::QueueFull,
         Reason::QueueTimeout,
+        Reason::Resources,
     ];
 
     /// The name in logs, tables and metrics.
@@ -48,6 +53,7 @@ impl Reason {
             Reason::Limit => "limit",
             Reason::QueueFull => "queue_full",
             Reason::QueueTimeout => "queue_timeout",
+            Reason::Resources => "resources",
         }
     }
 
@@ -57,6 +63,7 @@ impl Reason {
             Reason::Limit => 1,
             Reason::QueueFull => 2,
             Reason::QueueTimeout => 3,
+            Reason::Resources => 4,
         }
     }
 }

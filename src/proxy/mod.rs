@@ -70,6 +70,30 @@ pub(crate) fn refused_by_queue(listener: &Listener, upstream: &Upstream, refusal
     }
 }
 
+/// Whether a failed connect to a server failed for want of a local resource rather than because
+/// of the server: descriptors (EMFILE, ENFILE), kernel memory (ENOBUFS, ENOMEM) or source ports
+/// (EADDRNOTAVAIL). Such a failure says nothing about the server, so it is not counted against
+/// it, and trying another server would fail the same way.
+pub(crate) fn is_local_shortage(e: &std::io::Error) -> bool {
+    use nix::libc;
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
+/// Counts a client refused because ballast ran short of a resource connecting to a server
+/// (reason `resources`) and logs it, rate-limited like the other refusals: under descriptor
+/// exhaustion this happens for every connection.
+pub(crate) fn refused_for_resources(listener: &Listener, upstream: &Upstream, e: &std::io::Error) {
+    if let Some(refused) = listener.stats.refused(Reason::Resources) {
+        tracing::warn!(listener = %listener.config.name, upstream = %upstream.name(),
+            reason = Reason::Resources.as_str(), error = %e, refused,
+            "cannot open a connection to a server ({e}): client refused ({refused} since the \
+             last such line); raise RLIMIT_NOFILE or lower max_connections");
+    }
+}
+
 /// The client's addresses as the proxy should see them: the socket's, or, on a listener with
 /// `accept_proxy`, those of the PROXY header the trusted balancer in front sent. `None` means the
 /// connection was refused (untrusted peer, bad or missing header) and is counted; the caller just

@@ -9,14 +9,24 @@
 //!   (TCP half-close, RFC 9293 §3.6).
 //! * **Idle timeout.** The deadline is not re-armed on every chunk (that would be a timer-wheel
 //!   operation per read); progress only records the time, and when the timer fires the relay checks
-//!   whether the connection was really idle for the whole period, re-arming if not.
+//!   whether the connection was really idle for the whole period, re-arming if not. A direction
+//!   whose receiver takes none of its waiting bytes for the same period also ends the relay, even
+//!   while the other direction moves: a client that keeps sending but stopped reading (nginx's
+//!   `send_timeout` case, HAProxy's `timeout client`) does not hold the server forever.
 //! * **Resets.** A read or write error on one side ends the relay with [`RelayEnd::Reset`] naming
 //!   the side; the caller then closes the other side with a RST (SO_LINGER 0) so the peer learns at
 //!   once that the connection is gone, as it would have without the proxy.
 //!
 //! Byte counts go to the server's counters after each write, so counters move while long
 //! connections live. Buffers start at 16 KiB and grow (a few times at most) while a direction moves bulk data,
-//! up to `buffer_size`; nothing is allocated per read.
+//! up to `buffer_size`.
+//!
+//! **Idle connections hold no buffer.** A direction allocates its buffer only once its socket is
+//! readable, and gives it back when everything read has been written and the socket has nothing
+//! more (the read would block), as HAProxy allocates buffers on demand. An idle relayed
+//! connection then costs its task and two socket registrations (a few hundred bytes), not 32 KiB;
+//! a busy direction keeps its buffer across reads within one burst and reallocates at the size it
+//! had grown to for the next one (one allocation per burst, not per read).
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -79,9 +89,12 @@ pub const SPLICE_AFTER: usize = 64 * 1024;
 
 /// A user-space buffer that grows while its direction carries bulk data.
 struct Buffer {
-    /// Bytes read and not yet all written; its capacity is the buffer size. `BytesMut` because
-    /// reading into its spare capacity needs no zeroing (tokio-util `poll_read_buf`).
+    /// Bytes read and not yet all written; its capacity is `size`, or 0 while the direction is
+    /// idle (no allocation). `BytesMut` because reading into its spare capacity needs no zeroing
+    /// (tokio-util `poll_read_buf`).
     buf: BytesMut,
+    /// The size the buffer is allocated at when data comes.
+    size: usize,
     /// Largest `buf` may grow to.
     max: usize,
     /// The last read filled `buf`: grow it before the next read.
@@ -110,6 +123,9 @@ struct Half<'a> {
     total: u64,
     /// Live counter to add written bytes to.
     counter: &'a AtomicU64,
+    /// The last poll ended with bytes this direction could not write: its receiver is not
+    /// taking them.
+    write_blocked: bool,
 }
 
 /// Which side failed, and how.
@@ -119,7 +135,8 @@ impl<'a> Half<'a> {
     fn new(size: usize, may_splice: bool, counter: &'a AtomicU64) -> Half<'a> {
         Half {
             store: Store::Buffer(Buffer {
-                buf: BytesMut::with_capacity(size.min(INITIAL_BUFFER)),
+                buf: BytesMut::new(),
+                size: size.min(INITIAL_BUFFER),
                 max: size,
                 grow: false,
                 pos: 0,
@@ -129,6 +146,7 @@ impl<'a> Half<'a> {
             done: false,
             total: 0,
             counter,
+            write_blocked: false,
         }
     }
 
@@ -152,6 +170,8 @@ impl<'a> Half<'a> {
             }
             // Write out what was read before reading more.
             loop {
+                // Stays set if a write below returns Pending.
+                self.write_blocked = true;
                 let n = match &mut self.store {
                     Store::Buffer(b) if b.pos < b.buf.len() => {
                         let n = ready!(Pin::new(&mut *writer).poll_write(cx, &b.buf[b.pos..]))
@@ -169,8 +189,12 @@ impl<'a> Half<'a> {
                     Store::Pipe(p) if p.len > 0 => {
                         ready!(p.poll_drain(cx, writer)).map_err(|e| HalfError(wside, e))?
                     }
-                    _ => break,
+                    _ => {
+                        self.write_blocked = false;
+                        break;
+                    }
                 };
+                self.write_blocked = false;
                 self.total += n as u64;
                 self.counter.fetch_add(n as u64, Ordering::Relaxed);
                 *progress = true;
@@ -187,9 +211,20 @@ impl<'a> Half<'a> {
                     // All written: reuse the whole capacity (same allocation, no copy).
                     b.buf.clear();
                     b.pos = 0;
-                    let n = ready!(poll_read_buf(Pin::new(&mut *reader), cx, &mut b.buf))
-                        .map_err(|e| HalfError(rside, e))?;
-                    b.grow = n == b.buf.capacity() && n < b.max;
+                    if b.buf.capacity() == 0 {
+                        // Idle until now: allocate only once there is something to read.
+                        ready!(reader.poll_read_ready(cx)).map_err(|e| HalfError(rside, e))?;
+                        b.buf = BytesMut::with_capacity(b.size);
+                    }
+                    let n = match poll_read_buf(Pin::new(&mut *reader), cx, &mut b.buf) {
+                        Poll::Ready(r) => r.map_err(|e| HalfError(rside, e))?,
+                        Poll::Pending => {
+                            // Drained and nothing more to read: an idle direction holds no buffer.
+                            b.buf = BytesMut::new();
+                            return Poll::Pending;
+                        }
+                    };
+                    b.grow = n >= b.size && n < b.max;
                     n
                 }
                 Store::Pipe(p) => {
@@ -215,14 +250,15 @@ impl<'a> Half<'a> {
             return;
         }
         b.grow = false;
-        if self.may_splice && b.buf.capacity() >= SPLICE_AFTER {
+        if self.may_splice && b.size >= SPLICE_AFTER {
             if let Ok(pipe) = Pipe::new(b.max) {
                 self.store = Store::Pipe(pipe);
                 return;
             }
         }
-        let size = (b.buf.capacity() * 2).min(b.max);
-        b.buf = BytesMut::with_capacity(size);
+        b.size = (b.size * 2).min(b.max);
+        // Allocated at the new size by the next read.
+        b.buf = BytesMut::new();
     }
 }
 
@@ -249,6 +285,8 @@ pub async fn relay(
     let mut up = Half::new(buffer_size, splice, counters.to_server);
     let mut down = Half::new(buffer_size, splice, counters.to_client);
     let mut last_progress = Instant::now();
+    // Since when each direction (up, down) has had bytes its receiver would not take.
+    let mut stalled: [Option<Instant>; 2] = [None, None];
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
     let aborted = abort.cancelled();
@@ -284,9 +322,21 @@ pub async fn relay(
         if progress {
             last_progress = Instant::now();
         }
-        // Fire only after a full idle period without progress; re-arm otherwise.
+        for (since, half) in stalled.iter_mut().zip([&up, &down]) {
+            match (half.write_blocked, *since) {
+                (true, None) => *since = Some(Instant::now()),
+                (false, Some(_)) => *since = None,
+                _ => {}
+            }
+        }
+        // Fire only after a full idle period without progress, or once a direction has been
+        // unable to deliver for as long (its receiver stopped reading while the other direction
+        // may still move); re-arm otherwise.
         while timer.as_mut().poll(cx).is_ready() {
-            let deadline = last_progress + idle;
+            let deadline = stalled
+                .iter()
+                .flatten()
+                .fold(last_progress + idle, |d, &s| d.min(s + idle));
             if Instant::now() >= deadline {
                 return Poll::Ready(RelayEnd::IdleTimeout);
             }

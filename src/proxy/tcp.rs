@@ -9,6 +9,10 @@
 //! When every usable server is at its `max_connections`, the connection waits in the upstream's
 //! queue for a slot (`max_queue`, `queue_timeout`; see [`crate::upstream::Queue`]).
 //!
+//! When ballast itself is short of descriptors, memory or source ports for the server connection
+//! (EMFILE, ENFILE, ENOBUFS, EADDRNOTAVAIL), the client is reset at once and counted under the
+//! refusal reason `resources`; the server is not blamed and no other server is tried.
+//!
 //! When every attempt fails, or no server can take the connection at all, the client is closed at
 //! once with a RST (it learns immediately instead of waiting on a half-open socket) and the
 //! listener's and upstream's `no_server` counters go up.
@@ -78,6 +82,13 @@ pub async fn serve(
         let addr = server.address();
         let mut stream = match connect(addr, ucfg.connect_timeout).await {
             Ok(s) => s,
+            Err(e) if super::is_local_shortage(&e) => {
+                // Not the server's fault, and every other server would fail the same way.
+                super::refused_for_resources(listener, upstream, &e);
+                reset_on_close(&client);
+                access_log::tcp(&route, peer, Some(addr), "resources", (0, 0), started);
+                return;
+            }
             Err(e) => {
                 server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
                 server.passive_failure();

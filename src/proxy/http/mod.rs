@@ -10,9 +10,11 @@
 //!     body finished ─▶ the connection returns to the server's pool
 //! ```
 //!
-//! Errors answer the client, never hang it: 503 when no server can take the request, 502 when the
-//! server fails (connect refused everywhere, reset, malformed response), 504 when it does not answer
-//! within `response_timeout`. Each is counted on the listener.
+//! Errors answer the client, never hang it: 503 when no server can take the request (or ballast
+//! is short of descriptors to reach one), 502 when the server fails (connect refused everywhere,
+//! reset, malformed response), 504 when it does not answer within `response_timeout`. Each is
+//! counted on the listener. A client that stops reading its response is closed after
+//! `send_timeout` ([`send_timeout`]).
 //!
 //! Built on hyper 1.x: `hyper_util`'s auto builder serves HTTP/1.1 and cleartext HTTP/2 (prior
 //! knowledge) on the same port; servers are spoken to in HTTP/1.1 through
@@ -49,6 +51,7 @@ pub mod body;
 pub mod headers;
 pub mod pool;
 pub mod route;
+pub mod send_timeout;
 
 use body::Pooled;
 pub use body::{BodyFault, ProxyBody, RequestBody};
@@ -184,7 +187,11 @@ pub async fn serve(
                 let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
                 (Arc::clone(log), req.method().to_string(), path.to_owned())
             });
-            let resp = handle(req, &ctx).await;
+            // Boxed: hyper keeps the slot for the service's future allocated for the connection's
+            // whole life, so an unboxed `handle` (everything a request can go through, several
+            // KiB) would cost every idle kept-alive connection that much. Boxed, the slot holds a
+            // pointer and the request's state exists only while a request is in flight.
+            let resp = Box::pin(handle(req, &ctx)).await;
             let stats = &ctx.route.listener.stats.http;
             stats.record(resp.status().as_u16(), started.elapsed());
             let pending = logged.map(|(log, method, path)| {
@@ -212,12 +219,15 @@ pub async fn serve(
         }
     });
     let idle = (&*activity, cfg.header_timeout);
+    let stream = send_timeout::SendTimeout::new(stream, Arc::clone(listener));
+    // The TLS states are boxed so that they do not enlarge every plain connection's task (this
+    // future is as large as its largest branch, for the connection's whole life).
     let result = match &http.tls {
         None => run_conn(&builder, stream, service, &abort, idle).await,
         Some(acceptor) => {
             let handshake = tokio::time::timeout(cfg.header_timeout, acceptor.accept(stream));
-            match handshake.await {
-                Ok(Ok(tls)) => run_conn(&builder, tls, service, &abort, idle).await,
+            match Box::pin(handshake).await {
+                Ok(Ok(tls)) => Box::pin(run_conn(&builder, tls, service, &abort, idle)).await,
                 Ok(Err(e)) => {
                     listener.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(listener = %listener.config.name, %peer, error = %e, "TLS handshake failed");
@@ -637,6 +647,14 @@ async fn forward(
             Some(s) => s,
             None => match connect(&guard, ctx, up, &pool).await {
                 Ok(s) => s,
+                Err(e) if super::is_local_shortage(&e) => {
+                    // ballast's shortage, not the server's: no retry, no blame.
+                    super::refused_for_resources(listener, upstream, &e);
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the proxy is short of resources to reach a server",
+                    );
+                }
                 Err(e) => {
                     guard
                         .server()
@@ -747,6 +765,10 @@ async fn connect(
     Ok(sender)
 }
 
+/// Bytes read from a server connection at a time (HTTP/1.1), and the largest response head
+/// accepted from a server.
+const SERVER_READ: usize = 64 * 1024;
+
 /// The HTTP handshake on a connected (plain or TLS) stream; the connection is driven by a task of
 /// its own until the server closes it or every sender is gone.
 async fn handshake<I>(io: I, http2: bool) -> std::io::Result<Sender>
@@ -765,7 +787,13 @@ where
         });
         Ok(Sender::Http2(sender))
     } else {
-        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        // Reads from servers are at most SERVER_READ bytes each. hyper's default buffer grows to
+        // 400 KiB, and every body chunk handed on shares its buffer: a client that reads slowly
+        // would pin up to 16 queued chunks of such buffers (~10 MiB). With exact-size reads each
+        // chunk pins at most this much, so a stalled client costs about 1 MiB at most.
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .read_buf_exact_size(Some(SERVER_READ))
+            .handshake(io)
             .await
             .map_err(std::io::Error::other)?;
         tokio::spawn(async move {
