@@ -170,7 +170,6 @@ impl Runtime {
     /// bound; nothing has changed then.
     pub async fn reload(&mut self, new: Config) -> Result<ReloadSummary, Vec<String>> {
         let old = &self.config;
-        let mut problems = Vec::new();
         let mut summary = ReloadSummary::default();
         if old.global != new.global {
             summary.deferred.push("[global]".to_owned());
@@ -178,44 +177,7 @@ impl Runtime {
         if old.admin != new.admin {
             summary.deferred.push("[admin]".to_owned());
         }
-        let http_used = http_upstreams(old);
-        for u in &old.upstreams {
-            match new.upstream(&u.name) {
-                None => problems.push(format!(
-                    "upstream \"{}\" was removed: removing an upstream needs a restart",
-                    u.name
-                )),
-                Some(n) if !same_but_servers(u, n) => problems.push(format!(
-                    "upstream \"{}\": settings other than its servers changed: that needs a restart (servers alone are changed in place)",
-                    u.name
-                )),
-                Some(n)
-                    if http_used.contains(&u.name.as_str())
-                        && membership_changes(&u.servers, &n.servers) =>
-                {
-                    problems.push(format!(
-                        "upstream \"{}\" serves an HTTP listener: adding or removing its servers needs a restart (weights and states are changed in place)",
-                        u.name
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        for l in &new.listeners {
-            match old.listeners.iter().find(|o| o.name == l.name) {
-                Some(o) if o == l => {}
-                Some(_) => problems.push(format!(
-                    "listener \"{}\" changed: a listener is replaced by giving it a new name (the old one drains), or by a restart",
-                    l.name
-                )),
-                None if l.protocol != Protocol::Tcp => problems.push(format!(
-                    "listener \"{}\": adding an {} listener needs a restart (TCP listeners are added in place)",
-                    l.name,
-                    l.protocol.as_str()
-                )),
-                None => {}
-            }
-        }
+        let problems = refusals(old, &new);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -352,6 +314,52 @@ impl Runtime {
         tracing::info!(%summary, "configuration reloaded");
         Ok(summary)
     }
+}
+
+/// Every difference between `old` and `new` that a reload cannot apply in place (the refused
+/// rows of the table in the module documentation); empty when `new` can be applied. No I/O: the
+/// one later step that can still fail is binding new listeners.
+pub fn refusals(old: &Config, new: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    let http_used = http_upstreams(old);
+    for u in &old.upstreams {
+        match new.upstream(&u.name) {
+            None => problems.push(format!(
+                "upstream \"{}\" was removed: removing an upstream needs a restart",
+                u.name
+            )),
+            Some(n) if !same_but_servers(u, n) => problems.push(format!(
+                "upstream \"{}\": settings other than its servers changed: that needs a restart (servers alone are changed in place)",
+                u.name
+            )),
+            Some(n)
+                if http_used.contains(&u.name.as_str())
+                    && membership_changes(&u.servers, &n.servers) =>
+            {
+                problems.push(format!(
+                    "upstream \"{}\" serves an HTTP listener: adding or removing its servers needs a restart (weights and states are changed in place)",
+                    u.name
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for l in &new.listeners {
+        match old.listeners.iter().find(|o| o.name == l.name) {
+            Some(o) if o == l => {}
+            Some(_) => problems.push(format!(
+                "listener \"{}\" changed: a listener is replaced by giving it a new name (the old one drains), or by a restart",
+                l.name
+            )),
+            None if l.protocol != Protocol::Tcp => problems.push(format!(
+                "listener \"{}\": adding an {} listener needs a restart (TCP listeners are added in place)",
+                l.name,
+                l.protocol.as_str()
+            )),
+            None => {}
+        }
+    }
+    problems
 }
 
 /// An error with its causes, one line.
