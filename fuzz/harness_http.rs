@@ -6,7 +6,8 @@
 //! The head is parsed with httparse (what hyper parses with) into an `http::Request<()>` under
 //! the framing rules hyper's server applies before ballast sees a request (see [`hyper_rules`]).
 //! Then, on what would be sent: no hop-by-hop header is left (but an Upgrade's pair, and
-//! `TE: trailers`), exactly one Host when the client named one, never both Content-Length and
+//! `TE: trailers`), exactly one Host when the client named one, and that a plain `host[:port]`
+//! (no userinfo, nothing a server could read as another host), never both Content-Length and
 //! Transfer-Encoding, every value still a valid field value, and the serialized head parses back
 //! as the same request.
 
@@ -189,6 +190,13 @@ fn check_sent(
     assert!(hosts <= 1, "{hosts} Host headers");
     if had_host {
         assert_eq!(hosts, 1);
+    }
+    // The Host sent names the host routing matched, nothing a server could read as another.
+    if let Some(host) = h.get(header::HOST) {
+        let ok = host.is_empty()
+            || http::uri::Authority::try_from(host.as_bytes())
+                .is_ok_and(|a| a.as_str() == host && !a.as_str().contains('@'));
+        assert!(ok, "Host {host:?} is not host[:port]");
     }
     assert!(
         !(h.contains_key(header::CONTENT_LENGTH) && h.contains_key(header::TRANSFER_ENCODING)),

@@ -262,7 +262,14 @@ fn request_seeds_reach_the_edits_and_the_rewrite() {
     ] {
         assert_eq!(refused(&parse(name)), None, "{name}");
     }
-    for name in ["two-hosts", "http11-no-host", "connect", "post-te-gzip"] {
+    for name in [
+        "two-hosts",
+        "http11-no-host",
+        "connect",
+        "post-te-gzip",
+        "regression-userinfo-target",
+        "regression-userinfo-host",
+    ] {
         assert!(refused(&parse(name)).is_some(), "{name}");
     }
 }

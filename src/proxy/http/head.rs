@@ -19,9 +19,12 @@ use super::headers::{self, Forwarding};
 /// * A transfer coding other than `chunked` (`gzip, chunked`): hyper decodes only the chunked
 ///   layer and `Transfer-Encoding` is hop-by-hop, so the server would get still-encoded bytes with
 ///   nothing saying so. 501, as RFC 9112 §6.1 asks for a coding the server does not understand.
-/// * Host: RFC 9112 §3.2 requires a 400 for an HTTP/1.1 request without Host and for any request
-///   with more than one Host line. hyper checks neither; ballast routes by Host and forwards one,
-///   so two of them could route by one and be read by a server (or a proxy in front) by the other.
+/// * Host: RFC 9112 §3.2 requires a 400 for an HTTP/1.1 request without Host, for any request
+///   with more than one Host line and for a Host that is not a valid `host[:port]`. hyper checks
+///   none of these; ballast routes by Host and forwards one, so two of them, or one a server
+///   reads differently (`a@b`, `a/b`), could route by one host and be served as another.
+/// * Userinfo (`user@`) in an absolute-form target, which RFC 9110 §4.2.4 says to treat as an
+///   error: its authority would become the Host sent.
 pub fn refused<B>(req: &Request<B>) -> Option<(StatusCode, &'static str)> {
     if req.method() == http::Method::CONNECT {
         return Some((
@@ -52,7 +55,30 @@ pub fn refused<B>(req: &Request<B>) -> Option<(StatusCode, &'static str)> {
             "an HTTP/1.1 request needs a Host header",
         ));
     }
+    if first.is_some_and(|h| !valid_host(h.as_bytes())) {
+        return Some((
+            StatusCode::BAD_REQUEST,
+            "the Host header is not host[:port]",
+        ));
+    }
+    if req
+        .uri()
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'))
+    {
+        return Some((
+            StatusCode::BAD_REQUEST,
+            "userinfo in the request target is not allowed",
+        ));
+    }
     None
+}
+
+/// Whether a Host value is one ballast forwards: `host[:port]` without userinfo, or empty (RFC
+/// 9110 §7.2 allows that for targets without an authority).
+pub fn valid_host(value: &[u8]) -> bool {
+    value.is_empty()
+        || http::uri::Authority::try_from(value).is_ok_and(|a| !a.as_str().contains('@'))
 }
 
 /// The host the client asked for: the URI authority (HTTP/2, absolute-form) or else `Host`.
@@ -128,5 +154,33 @@ mod tests {
         assert_eq!(strip_port("example.com"), "example.com");
         assert_eq!(strip_port("[::1]:80"), "::1");
         assert_eq!(strip_port("a:b"), "a:b", "not a port");
+    }
+
+    #[test]
+    fn a_host_that_is_not_host_and_port_is_refused() {
+        for ok in [
+            "example.com",
+            "example.com:8080",
+            "[::1]:80",
+            "10.0.0.1",
+            "",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok:?}");
+        }
+        for bad in ["user@example.com", "a/b", "a b", "a?b", "a#b", "a\\b"] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?}");
+        }
+        let req = |uri: &str, host: &str| {
+            Request::builder()
+                .uri(uri)
+                .header(http::header::HOST, host)
+                .body(())
+                .expect("a request")
+        };
+        let refusal = |uri, host| refused(&req(uri, host)).map(|(status, _)| status);
+        assert_eq!(refusal("/", "a@b"), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(refusal("http://u@a/", "a"), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(refusal("http://a:81/x", "a"), None);
+        assert_eq!(refusal("/", "a.example:8080"), None);
     }
 }
