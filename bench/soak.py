@@ -8,9 +8,11 @@
       CONCURRENCY loops, each: connect, send one line, read it back, close; for SECONDS. Every
       exchange that does not get its own line back is a failure, counted by kind. Prints one
       JSON object.
-  soak.py summary SAMPLES.CSV
+  soak.py summary SAMPLES.CSV [WARMUP]
       From the t,rss_kb,fds samples: min, max, slope per minute of each, and the RSS growth from
-      the mean of the first third to the mean of the last third, in percent. Prints JSON.
+      the mean of the first third to the mean of the last third, in percent. Samples taken in
+      the first WARMUP seconds (default 10: buffers, pools and connections being set up) count
+      for min and max but not for the slope and the growth. Prints JSON.
 """
 
 import asyncio
@@ -97,21 +99,23 @@ def slope(xs, ys):
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
 
 
-def summary(path):
+def summary(path, warmup):
     with open(path) as f:
         rows = [r for r in csv.DictReader(f)]
-    t = [float(r["t"]) for r in rows]
-    out = {"samples": len(rows)}
+    steady = [r for r in rows if float(r["t"]) >= warmup] or rows
+    t = [float(r["t"]) for r in steady]
+    out = {"samples": len(rows), "steady_samples": len(steady)}
     for key in ("rss_kb", "fds"):
         v = [float(r[key]) for r in rows]
+        s = [float(r[key]) for r in steady]
         out[key] = {
             "min": min(v, default=0),
             "max": max(v, default=0),
             "first": v[0] if v else 0,
             "last": v[-1] if v else 0,
-            "slope_per_min": round(slope(t, v) * 60, 2),
+            "slope_per_min": round(slope(t, s) * 60, 2),
         }
-    rss = [float(r["rss_kb"]) for r in rows]
+    rss = [float(r["rss_kb"]) for r in steady]
     third = max(len(rss) // 3, 1)
     first, last = rss[:third], rss[-third:]
     if first and last:
@@ -128,8 +132,8 @@ def main():
         asyncio.run(tcp_echo(int(args[1])))
     elif args[:1] == ["tcp-load"] and len(args) == 4:
         asyncio.run(tcp_load(args[1], int(args[2]), float(args[3])))
-    elif args[:1] == ["summary"] and len(args) == 2:
-        summary(args[1])
+    elif args[:1] == ["summary"] and len(args) in (2, 3):
+        summary(args[1], float(args[2]) if len(args) == 3 else 10.0)
     else:
         print(__doc__, file=sys.stderr)
         sys.exit(64)

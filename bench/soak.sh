@@ -12,7 +12,8 @@
 #   kills        every KILL_EVERY s, one server of each kind in turn: the HTTP one (an nginx) and
 #                the UDP one get SIGKILL, the TCP one SIGTERM (it stops listening and answers the
 #                exchanges it has, as a restarted service does); all come back DOWN s later
-#   samples      every SAMPLE_EVERY s, ballast's RSS and open descriptors (CSV in the work dir)
+#   samples      every SAMPLE_EVERY s, ballast's RSS and open descriptors (CSV in the work dir);
+#                those of the first WARMUP s (10) are left out of the slopes and the growth
 #
 # At the end: requests (UDP: udp_load's answered rate times DURATION), failures, reloads, kills,
 # and the RSS/fd series with min, max and slope.
@@ -34,6 +35,7 @@ RELOAD_EVERY=${RELOAD_EVERY:-3}
 KILL_EVERY=${KILL_EVERY:-10}
 DOWN=${DOWN:-3}
 SAMPLE_EVERY=${SAMPLE_EVERY:-5}
+WARMUP=${WARMUP:-10}
 RSS_GROWTH_PCT=${RSS_GROWTH_PCT:-20}
 HTTP_CONNS=${HTTP_CONNS:-8}
 TCP_CONNS=${TCP_CONNS:-4}
@@ -314,7 +316,7 @@ reloads_done=$(grep -c 'configuration reloaded' "$work/ballast.log" || true)
 reloads_refused=$(grep -c 'reload refused' "$work/ballast.log" || true)
 kills_done=$(cat "$work/kills.done" 2>/dev/null || echo 0)
 failures=$((http_non2xx + http_sock + (tcp_failed < 0 ? 1 : tcp_failed)))
-sum=$("$py" "$here/soak.py" summary "$work/samples.csv")
+sum=$("$py" "$here/soak.py" summary "$work/samples.csv" "$WARMUP")
 growth=$("$py" -c "import json,sys; print(json.loads(sys.argv[1])['rss_growth_pct'])" "$sum")
 
 echo
@@ -335,6 +337,7 @@ s = json.loads(sys.argv[1])
 for k in ('rss_kb', 'fds'):
     v = s[k]
     print(f\"{k:8} min {v['min']:>8.0f}  max {v['max']:>8.0f}  first {v['first']:>8.0f}  last {v['last']:>8.0f}  slope {v['slope_per_min']:>8}/min\")
+print(f\"slopes and growth over the {s['steady_samples']} samples after the first ${WARMUP}s\")
 print(f\"rss growth, first third to last third: {s['rss_growth_pct']} % (limit $RSS_GROWTH_PCT %)\")
 " "$sum"
 echo "tcp: $(cat "$work/tcp.json")"
