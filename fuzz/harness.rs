@@ -8,6 +8,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ballast::config::Config;
 use ballast::import::{import_str, Format};
 
+#[path = "harness_admin.rs"]
+mod admin;
+#[path = "harness_http.rs"]
+mod http_head;
+
 /// The targets, in the order `fuzz/run.sh` runs them; each names its `fuzz/corpus/` directory.
 #[allow(dead_code)] // used by tests/fuzz_corpus.rs only
 pub(crate) const TARGETS: &[&str] = &[
@@ -17,6 +22,8 @@ pub(crate) const TARGETS: &[&str] = &[
     "ipvsadm",
     "vrrp_packet",
     "proxy_protocol",
+    "admin_body",
+    "http_head",
 ];
 
 /// Runs target `name` on `data`. Unknown names are a bug in the caller.
@@ -28,6 +35,8 @@ pub(crate) fn run(name: &str, data: &[u8]) {
         "ipvsadm" => import(Format::Ipvsadm, data),
         "vrrp_packet" => vrrp_packet(data),
         "proxy_protocol" => proxy_protocol(data),
+        "admin_body" => admin::body(data),
+        "http_head" => http_head::head(data),
         other => panic!("no fuzz target named {other}"),
     }
 }

@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS="${SECS:-60}"
-ALL=(config_toml keepalived nginx ipvsadm vrrp_packet proxy_protocol)
+ALL=(config_toml keepalived nginx ipvsadm vrrp_packet proxy_protocol admin_body http_head)
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 
 if rustup toolchain list 2>/dev/null | grep -q '^nightly' && cargo fuzz --version >/dev/null 2>&1; then

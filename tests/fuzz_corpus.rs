@@ -175,6 +175,16 @@ fn proxy_protocol_corpus() {
 }
 
 #[test]
+fn admin_body_corpus() {
+    replay("admin_body");
+}
+
+#[test]
+fn http_head_corpus() {
+    replay("http_head");
+}
+
+#[test]
 fn every_target_has_a_corpus_and_a_test() {
     for target in harness::TARGETS {
         assert!(corpus_dir(target).is_dir(), "no fuzz/corpus/{target}");
@@ -198,5 +208,68 @@ fn text_imports_report_includes_instead_of_reading_files() {
             }
             other => panic!("{format:?}: {other:?}"),
         }
+    }
+}
+
+/// The seeds of the two request targets get past parsing, so the fuzzers start from the edits
+/// and rewrites, not only from the parsers' error paths.
+#[test]
+fn request_seeds_reach_the_edits_and_the_rewrite() {
+    use ballast::admin::api::{
+        parse_add_listener, parse_add_server, parse_edit_server, ListenerBodyError,
+    };
+    let seed = |target: &str, name: &str| {
+        std::fs::read(corpus_dir(target).join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let change = parse_edit_server(&seed("admin_body", "edit-weight-and-state.json"));
+    assert!(change.is_ok_and(|c| c.weight == Some(0) && c.state.is_some()));
+    assert!(parse_edit_server(&seed("admin_body", "edit-weight-out-of-range.json")).is_err());
+    let server = parse_add_server(&seed("admin_body", "add-server-all-fields.json"));
+    assert!(server.is_ok_and(|s| s.backup && !s.check && s.weight == 65535));
+    let listener = parse_add_listener(&seed("admin_body", "add-listener-all-fields.json"));
+    assert!(listener.is_ok_and(|l| l.name == "web" && l.backlog == 4096));
+    let injected = parse_add_listener(&seed("admin_body", "add-listener-quote-injection.json"));
+    assert!(
+        matches!(&injected, Err(ListenerBodyError::Invalid(p)) if p[0].contains("not a valid name")),
+        "{injected:?}"
+    );
+
+    use ballast::proxy::http::head::refused;
+    let parse = |name: &str| {
+        let bytes = seed("http_head", name);
+        let mut lines = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut lines);
+        assert!(
+            matches!(req.parse(&bytes), Ok(httparse::Status::Complete(_))),
+            "{name}"
+        );
+        let mut out = http::Request::builder()
+            .method(req.method.unwrap_or_default())
+            .uri(req.path.unwrap_or_default());
+        if req.version == Some(0) {
+            out = out.version(http::Version::HTTP_10);
+        }
+        for h in req.headers.iter() {
+            out = out.header(h.name, h.value);
+        }
+        out.body(()).expect("a valid request")
+    };
+    for name in [
+        "get-many-headers",
+        "post-chunked",
+        "upgrade-websocket",
+        "absolute-form",
+    ] {
+        assert_eq!(refused(&parse(name)), None, "{name}");
+    }
+    for name in [
+        "two-hosts",
+        "http11-no-host",
+        "connect",
+        "post-te-gzip",
+        "regression-userinfo-target",
+        "regression-userinfo-host",
+    ] {
+        assert!(refused(&parse(name)).is_some(), "{name}");
     }
 }

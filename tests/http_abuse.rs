@@ -20,7 +20,7 @@
 //! | chunk size `zz`; chunk size `ffffffffffffffffff` (overflow) | 400 (ballast: the body fault is the client's) | never a complete request |
 //! | absolute-form `GET http://x/abs?q=1` | 200 | `GET /abs?q=1`, origin-form, `Host: x` |
 //! | `CONNECT example.com:443` | 501 (ballast) | nothing |
-//! | HTTP/1.1 without Host; two Host lines (1.1 or 1.0) | 400 (ballast) | nothing |
+//! | HTTP/1.1 without Host; two Host lines (1.1 or 1.0); a Host that is not `host[:port]` (`a@b`, `a/b`); `http://user@host/` | 400 (ballast) | nothing |
 //! | HTTP/1.0 without Host | 200 | one request |
 //! | two pipelined requests in one write | 200, 200 in order | two requests, in order |
 //! | a second request inside a `Content-Length` body, then a real one | 200, 200 | two requests; the hidden one stays body |
@@ -508,8 +508,9 @@ async fn connect_is_not_implemented_and_opens_no_tunnel() {
     rt.shutdown(Duration::from_secs(1)).await;
 }
 
-/// An HTTP/1.1 request without Host, or any request with two, is a 400 (RFC 9112 §3.2) and
-/// reaches no server; HTTP/1.0 without Host is served.
+/// An HTTP/1.1 request without Host, any request with two or with one that is not
+/// `host[:port]`, and userinfo in an absolute-form target, are a 400 (RFC 9112 §3.2, RFC 9110
+/// §4.2.4) and reach no server; HTTP/1.0 without Host is served.
 #[tokio::test]
 async fn host_missing_or_repeated_is_a_400() {
     let server = Recorder::start().await;
@@ -523,6 +524,18 @@ async fn host_missing_or_repeated_is_a_400() {
         (
             "two Hosts, HTTP/1.0",
             &b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"[..],
+        ),
+        (
+            "userinfo in Host",
+            &b"GET / HTTP/1.1\r\nHost: evil.example@a\r\n\r\n"[..],
+        ),
+        (
+            "Host with a path",
+            &b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"[..],
+        ),
+        (
+            "userinfo in an absolute-form target",
+            &b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n"[..],
         ),
     ] {
         let answer = exchange(common::addr(&rt), bytes, 1).await;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::views::{listener_view, upstream_view, ListenerView, StatusView, UpstreamView};
 use super::{ReloadRequest, Resp, Shared, Who};
-use crate::config::{AdminState, ServerConfig};
+use crate::config::{AdminState, Config, ServerConfig};
 use crate::upstream::Upstream;
 
 // === requests ===
@@ -196,23 +196,32 @@ fn upstream_route(
                         None => error(StatusCode::NOT_FOUND, "the server was just removed"),
                     }
                 }
-                (&Method::PATCH | &Method::PUT, []) => {
-                    let edit: EditServer = match parse_body(body) {
-                        Ok(e) => e,
-                        Err(resp) => return *resp,
-                    };
-                    edit_server(u, index, address, who, edit.weight, edit.state.as_deref())
-                }
+                (&Method::PATCH | &Method::PUT, []) => match parse_edit_server(body) {
+                    Ok(change) => edit_server(u, index, address, who, change),
+                    Err(why) => error(StatusCode::BAD_REQUEST, &why),
+                },
                 (&Method::DELETE, []) => remove_server(u, address, who),
-                (&Method::POST, ["drain"]) => {
-                    edit_server(u, index, address, who, None, Some("draining"))
-                }
-                (&Method::POST, ["disable"]) => {
-                    edit_server(u, index, address, who, None, Some("disabled"))
-                }
-                (&Method::POST, ["enable"]) => {
-                    edit_server(u, index, address, who, None, Some("active"))
-                }
+                (&Method::POST, ["drain"]) => edit_server(
+                    u,
+                    index,
+                    address,
+                    who,
+                    ServerChange::state(AdminState::Draining),
+                ),
+                (&Method::POST, ["disable"]) => edit_server(
+                    u,
+                    index,
+                    address,
+                    who,
+                    ServerChange::state(AdminState::Disabled),
+                ),
+                (&Method::POST, ["enable"]) => edit_server(
+                    u,
+                    index,
+                    address,
+                    who,
+                    ServerChange::state(AdminState::Active),
+                ),
                 _ => error(
                     StatusCode::NOT_FOUND,
                     "no such endpoint; see docs/admin-api.yaml",
@@ -235,50 +244,74 @@ fn parse_state(s: &str) -> Option<AdminState> {
     }
 }
 
+/// A validated `PATCH …/servers/{address}` body, or what a drain/disable/enable action asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerChange {
+    /// The new weight, 0..=65535.
+    pub weight: Option<u32>,
+    /// The new operator state.
+    pub state: Option<AdminState>,
+}
+
+impl ServerChange {
+    fn state(state: AdminState) -> ServerChange {
+        ServerChange {
+            weight: None,
+            state: Some(state),
+        }
+    }
+}
+
+/// Parses and checks a `PATCH …/servers/{address}` body.
+///
+/// # Errors
+/// The message a 400 answer carries: not the expected JSON, an unknown state, a weight out of
+/// range, or nothing to change.
+#[doc(hidden)]
+pub fn parse_edit_server(body: &[u8]) -> Result<ServerChange, String> {
+    let edit: EditServer = parse_body(body)?;
+    let state = match edit.state.as_deref().map(|s| (s, parse_state(s))) {
+        Some((s, None)) => {
+            return Err(format!(
+                "state {s:?} is not one of: active, draining, disabled"
+            ))
+        }
+        Some((_, Some(st))) => Some(st),
+        None => None,
+    };
+    if edit.weight.is_none() && state.is_none() {
+        return Err("nothing to change; give weight and/or state".to_owned());
+    }
+    if let Some(w) = edit.weight.filter(|&w| w > 65535) {
+        return Err(format!("weight {w} is out of range; allowed: 0..=65535"));
+    }
+    Ok(ServerChange {
+        weight: edit.weight,
+        state,
+    })
+}
+
 fn edit_server(
     u: &Arc<Upstream>,
     index: usize,
     address: SocketAddr,
     who: &Who,
-    weight: Option<u32>,
-    state: Option<&str>,
+    change: ServerChange,
 ) -> Resp {
-    let state = match state.map(|s| (s, parse_state(s))) {
-        Some((s, None)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("state {s:?} is not one of: active, draining, disabled"),
-            )
-        }
-        Some((_, Some(st))) => Some(st),
-        None => None,
-    };
-    if weight.is_none() && state.is_none() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "nothing to change; give weight and/or state",
-        );
-    }
-    if let Some(w) = weight.filter(|&w| w > 65535) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("weight {w} is out of range; allowed: 0..=65535"),
-        );
-    }
     if u.snapshot().servers.get(index).is_some_and(|s| s.sorry) {
         return error(
             StatusCode::CONFLICT,
             "the sorry server has no weight or state to change; change sorry_server in the configuration",
         );
     }
-    if let Some(w) = weight {
+    if let Some(w) = change.weight {
         match u.set_weight(address, w) {
             Ok(old) => tracing::info!(target: "ballast::admin", %who, upstream = %u.name(),
                 server = %address, from = old, to = w, "weight changed"),
             Err(e) => return error(StatusCode::NOT_FOUND, &e.to_string()),
         }
     }
-    if let Some(st) = state {
+    if let Some(st) = change.state {
         let reason = format!("admin API, {who}");
         u.set_server_state(index, st, &reason);
     }
@@ -289,43 +322,41 @@ fn edit_server(
     }
 }
 
-fn add_server(shared: &Arc<Shared>, u: &Arc<Upstream>, who: &Who, body: &Bytes) -> Resp {
-    let add: AddServer = match parse_body(body) {
-        Ok(a) => a,
-        Err(resp) => return *resp,
-    };
+/// Parses and checks a `POST …/servers` body into the server to add.
+///
+/// # Errors
+/// The message a 400 answer carries: not the expected JSON, an address that is not IP:port or
+/// cannot be connected to, a weight out of range, or an unknown state.
+#[doc(hidden)]
+pub fn parse_add_server(body: &[u8]) -> Result<ServerConfig, String> {
+    let add: AddServer = parse_body(body)?;
     let Ok(address) = add.address.parse::<SocketAddr>() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "address {:?} is not IP:port, such as \"10.0.0.1:80\"",
-                add.address
-            ),
-        );
+        return Err(format!(
+            "address {:?} is not IP:port, such as \"10.0.0.1:80\"",
+            add.address
+        ));
     };
     if address.port() == 0 || address.ip().is_unspecified() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("{address} cannot be connected to; expected the server's IP and port"),
-        );
+        return Err(format!(
+            "{address} cannot be connected to; expected the server's IP and port"
+        ));
     }
     if add.weight > 65535 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("weight {} is out of range; allowed: 0..=65535", add.weight),
-        );
+        return Err(format!(
+            "weight {} is out of range; allowed: 0..=65535",
+            add.weight
+        ));
     }
     let state = match add.state.as_deref().map(|s| (s, parse_state(s))) {
         None => AdminState::Active,
         Some((_, Some(st))) => st,
         Some((s, None)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("state {s:?} is not one of: active, draining, disabled"),
-            )
+            return Err(format!(
+                "state {s:?} is not one of: active, draining, disabled"
+            ))
         }
     };
-    let config = ServerConfig {
+    Ok(ServerConfig {
         address,
         weight: add.weight,
         max_connections: add.max_connections,
@@ -333,7 +364,15 @@ fn add_server(shared: &Arc<Shared>, u: &Arc<Upstream>, who: &Who, body: &Bytes) 
         check: add.check,
         check_port: None,
         state,
+    })
+}
+
+fn add_server(shared: &Arc<Shared>, u: &Arc<Upstream>, who: &Who, body: &Bytes) -> Resp {
+    let config = match parse_add_server(body) {
+        Ok(c) => c,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
+    let (address, weight, backup) = (config.address, config.weight, config.backup);
     let server = match u.add_server(config) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::CONFLICT, &e.to_string()),
@@ -343,7 +382,7 @@ fn add_server(shared: &Arc<Shared>, u: &Arc<Upstream>, who: &Who, body: &Bytes) 
             error = %e, "added server has no health checks");
     }
     tracing::info!(target: "ballast::admin", %who, upstream = %u.name(), server = %address,
-        weight = add.weight, backup = add.backup, "server added");
+        weight, backup, "server added");
     let view = upstream_view(u);
     match view
         .servers
@@ -484,14 +523,73 @@ fn listener_config(add: &AddListener) -> Result<crate::config::ListenerConfig, V
         .ok_or_else(|| vec!["no listener".to_owned()])
 }
 
+/// Why a `POST /api/v1/listeners` body was refused.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerBodyError {
+    /// Not the expected JSON.
+    Json(String),
+    /// Valid JSON, but not a valid listener: every problem found.
+    Invalid(Vec<String>),
+}
+
+/// Parses a `POST /api/v1/listeners` body into the listener it describes, validated as the
+/// configuration file is.
+///
+/// # Errors
+/// [`ListenerBodyError`].
+#[doc(hidden)]
+pub fn parse_add_listener(body: &[u8]) -> Result<crate::config::ListenerConfig, ListenerBodyError> {
+    let add: AddListener = parse_body(body).map_err(ListenerBodyError::Json)?;
+    listener_config(&add).map_err(ListenerBodyError::Invalid)
+}
+
+/// The running configuration with `listener` added: the edit `POST /api/v1/listeners` asks the
+/// runtime for, which then reloads to the result.
+///
+/// # Errors
+/// A listener of that name exists, or its upstream does not.
+#[doc(hidden)]
+pub fn with_listener(
+    config: &Config,
+    listener: crate::config::ListenerConfig,
+) -> Result<Config, String> {
+    if config.listeners.iter().any(|l| l.name == listener.name) {
+        return Err(format!("a listener named {:?} exists", listener.name));
+    }
+    if config.upstream(&listener.upstream).is_none() {
+        return Err(format!("no upstream named {:?}", listener.upstream));
+    }
+    let mut new = config.clone();
+    new.listeners.push(listener);
+    Ok(new)
+}
+
+/// The running configuration without listener `name`: the edit `DELETE /api/v1/listeners/{name}`
+/// asks the runtime for.
+///
+/// # Errors
+/// No such listener, or it is the last one.
+#[doc(hidden)]
+pub fn without_listener(config: &Config, name: &str) -> Result<Config, String> {
+    if !config.listeners.iter().any(|l| l.name == name) {
+        return Err(format!("no listener named {name:?}"));
+    }
+    if config.listeners.len() == 1 {
+        return Err(format!(
+            "{name:?} is the last listener; ballast keeps at least one"
+        ));
+    }
+    let mut new = config.clone();
+    new.listeners.retain(|l| l.name != name);
+    Ok(new)
+}
+
 async fn add_listener(shared: &Arc<Shared>, who: &Who, body: &Bytes) -> Resp {
-    let add: AddListener = match parse_body(body) {
-        Ok(a) => a,
-        Err(resp) => return *resp,
-    };
-    let listener = match listener_config(&add) {
+    let listener = match parse_add_listener(body) {
         Ok(l) => l,
-        Err(problems) => {
+        Err(ListenerBodyError::Json(why)) => return error(StatusCode::BAD_REQUEST, &why),
+        Err(ListenerBodyError::Invalid(problems)) => {
             return json(
                 StatusCode::BAD_REQUEST,
                 &serde_json::json!({ "error": "invalid listener", "problems": problems }),
@@ -499,19 +597,10 @@ async fn add_listener(shared: &Arc<Shared>, who: &Who, body: &Bytes) -> Resp {
         }
     };
     let name = listener.name.clone();
-    let edit: super::ConfigEdit = Box::new(move |config| {
-        if config.listeners.iter().any(|l| l.name == listener.name) {
-            return Err(format!("a listener named {:?} exists", listener.name));
-        }
-        if config.upstream(&listener.upstream).is_none() {
-            return Err(format!("no upstream named {:?}", listener.upstream));
-        }
-        let mut new = config.clone();
-        new.listeners.push(listener);
-        Ok(new)
-    });
-    tracing::info!(target: "ballast::admin", %who, listener = %name, bind = %add.bind,
-        upstream = %add.upstream, "listener add requested");
+    let (bind, upstream) = (listener.bind, listener.upstream.clone());
+    let edit: super::ConfigEdit = Box::new(move |config| with_listener(config, listener));
+    tracing::info!(target: "ballast::admin", %who, listener = %name, %bind,
+        %upstream, "listener add requested");
     match ask_runtime(shared, who, Some(edit)).await {
         Ok(Ok(_)) => {
             let services = shared.services.load_full();
@@ -539,19 +628,7 @@ async fn add_listener(shared: &Arc<Shared>, who: &Who, body: &Bytes) -> Resp {
 
 async fn remove_listener(shared: &Arc<Shared>, who: &Who, name: &str) -> Resp {
     let wanted = name.to_owned();
-    let edit: super::ConfigEdit = Box::new(move |config| {
-        if !config.listeners.iter().any(|l| l.name == wanted) {
-            return Err(format!("no listener named {wanted:?}"));
-        }
-        if config.listeners.len() == 1 {
-            return Err(format!(
-                "{wanted:?} is the last listener; ballast keeps at least one"
-            ));
-        }
-        let mut new = config.clone();
-        new.listeners.retain(|l| l.name != wanted);
-        Ok(new)
-    });
+    let edit: super::ConfigEdit = Box::new(move |config| without_listener(config, &wanted));
     tracing::info!(target: "ballast::admin", %who, listener = %name, "listener removal requested");
     match ask_runtime(shared, who, Some(edit)).await {
         Ok(Ok(_)) => json(
@@ -571,13 +648,8 @@ async fn remove_listener(shared: &Arc<Shared>, who: &Who, name: &str) -> Resp {
 
 // === helpers ===
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Resp>> {
-    serde_json::from_slice(body).map_err(|e| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            &format!("the body is not the expected JSON: {e}"),
-        ))
-    })
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the body is not the expected JSON: {e}"))
 }
 
 /// A JSON response.

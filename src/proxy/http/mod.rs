@@ -48,6 +48,7 @@ use crate::scheduler::PickContext;
 use crate::upstream::{Refusal, Server, ServerGuard, Tried, Upstream, UpstreamSnapshot};
 
 pub mod body;
+pub mod head;
 pub mod headers;
 pub mod pool;
 pub mod route;
@@ -392,73 +393,13 @@ impl Ctx {
     }
 }
 
-/// `host` without its port (`[v6]:port` too).
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    host.rsplit_once(':')
-        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h)
-}
-
-/// What hyper lets through but ballast must not forward, answered before any server is asked.
-///
-/// * `CONNECT`: ballast is a reverse proxy, not a forward one; passing it on would send the
-///   server a malformed `CONNECT /` (origin-form), and a 2xx answer would make hyper hand the
-///   client connection over as a tunnel. 501, as for any method a server does not implement
-///   (RFC 9110 §9.3.6, §15.6.2).
-/// * A transfer coding other than `chunked` (`gzip, chunked`): hyper decodes only the chunked
-///   layer and `Transfer-Encoding` is hop-by-hop, so the server would get still-encoded bytes with
-///   nothing saying so. 501, as RFC 9112 §6.1 asks for a coding the server does not understand.
-/// * Host: RFC 9112 §3.2 requires a 400 for an HTTP/1.1 request without Host and for any request
-///   with more than one Host line. hyper checks neither; ballast routes by Host and forwards one,
-///   so two of them could route by one and be read by a server (or a proxy in front) by the other.
-fn refused(req: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
-    if req.method() == http::Method::CONNECT {
-        return Some((
-            StatusCode::NOT_IMPLEMENTED,
-            "CONNECT is not supported by this proxy",
-        ));
-    }
-    let other_coding = req
-        .headers()
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|t| !t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-    if other_coding {
-        return Some((
-            StatusCode::NOT_IMPLEMENTED,
-            "transfer codings other than chunked are not supported",
-        ));
-    }
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let (first, second) = (hosts.next(), hosts.next());
-    if second.is_some() {
-        return Some((StatusCode::BAD_REQUEST, "more than one Host header"));
-    }
-    if first.is_none() && req.version() == Version::HTTP_11 {
-        return Some((
-            StatusCode::BAD_REQUEST,
-            "an HTTP/1.1 request needs a Host header",
-        ));
-    }
-    None
-}
-
 async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
     let listener = &ctx.route.listener;
     let lcfg = &listener.config;
-    if let Some((status, why)) = refused(&req) {
+    if let Some((status, why)) = head::refused(&req) {
         return error(status, why);
     }
-    // The host the client asked for: the URI authority (HTTP/2, absolute-form) or Host.
-    let host_value = match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => req.headers().get(header::HOST).cloned(),
-    };
+    let host_value = head::request_host(&req);
     let host_with_port = host_value
         .as_ref()
         .and_then(|h| h.to_str().ok())
@@ -475,7 +416,7 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
     let target = ctx
         .http
         .router
-        .find(strip_port(host_with_port), req.uri().path());
+        .find(head::strip_port(host_with_port), req.uri().path());
     let Some(up) = ctx.http.upstreams.get(target.upstream) else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -487,17 +428,11 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
     let upgrade =
         headers::requested_upgrade(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
 
-    // Rewrite the request for the server.
-    let request_id = {
-        let h = req.headers_mut();
-        headers::remove_hop_by_hop(h);
-        if let Some((protocol, _)) = &upgrade {
-            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            h.insert(header::UPGRADE, protocol.clone());
-        }
-        headers::add_forwarding(
-            h,
-            &headers::Forwarding {
+    let request_id = head::rewrite_for_server(
+        &mut req,
+        &head::Rewrite {
+            upgrade: upgrade.as_ref().map(|(protocol, _)| protocol),
+            forwarding: headers::Forwarding {
                 client: ctx.peer.ip(),
                 client_value: &ctx.client_value,
                 host: host_value.as_ref(),
@@ -505,26 +440,10 @@ async fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
                 forwarded: lcfg.http.forwarded,
                 via: lcfg.http.via,
             },
-        );
-        let host = match target.host_rewrite {
-            Some(h) => Some(h.clone()),
-            None => host_value.clone(),
-        };
-        if let Some(host) = host {
-            h.insert(header::HOST, host);
-        }
-        headers::ensure_request_id(h, &ctx.request_id)
-    };
-    // Servers get origin-form (`/path?query`); most requests already are.
-    if req.uri().authority().is_some() || req.uri().scheme().is_some() {
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        *req.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
-    }
-    *req.version_mut() = Version::HTTP_11;
+            host_rewrite: target.host_rewrite,
+            request_id: &ctx.request_id,
+        },
+    );
 
     let fault = Arc::new(AtomicU8::new(0));
     let req = req.map(|body| RequestBody {
