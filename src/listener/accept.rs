@@ -75,6 +75,10 @@ pub struct Worker {
     pub tracker: TaskTracker,
     /// The process-wide `max_connections` gate, shared by every worker of every listener.
     pub global_limit: Arc<Gate>,
+    /// Cancels its token when the worker ends. Declared after `socket`, so the socket has closed
+    /// by then: a reload that removes a listener waits on it before answering, so that once the
+    /// answer is out the address refuses connections.
+    pub closed: tokio_util::sync::DropGuard,
 }
 
 fn is_client_gone(err: &io::Error) -> bool {

@@ -116,6 +116,8 @@ pub(super) struct WorkerSlot {
     /// A copy of its socket (see [`ReadyTcp::fds`]). Dropped when the worker stops, so the
     /// socket really closes once the worker has drained its queue.
     pub fd: OwnedFd,
+    /// Cancelled once the worker has ended and its socket closed.
+    pub closed: CancellationToken,
 }
 
 /// A running listener, as a reload sees it.
@@ -251,6 +253,7 @@ impl Runtime {
         let mut slots = Vec::with_capacity(sockets.len());
         for (i, (socket, fd)) in sockets.into_iter().zip(fds).enumerate() {
             let retire = CancellationToken::new();
+            let closed = CancellationToken::new();
             self.workers.spawn(
                 Worker {
                     index: first + i,
@@ -261,10 +264,11 @@ impl Runtime {
                     abort: self.abort.clone(),
                     tracker: self.tracker.clone(),
                     global_limit: Arc::clone(&self.global_limit),
+                    closed: closed.clone().drop_guard(),
                 }
                 .run(),
             );
-            slots.push(WorkerSlot { retire, fd });
+            slots.push(WorkerSlot { retire, fd, closed });
         }
         slots
     }

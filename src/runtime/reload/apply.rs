@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{anyhow_like, ReloadSummary};
 use crate::config::{Config, ListenerConfig, Protocol};
 use crate::listener::{socket, Listener};
@@ -140,7 +142,7 @@ impl Runtime {
 
         // Apply: upstreams, then listeners.
         self.apply_upstreams(&new, ups, http, &mut summary);
-        self.apply_listeners(&new, plans, &mut summary);
+        let closing = self.apply_listeners(&new, plans, &mut summary);
         self.config = new;
         self.shared_upstreams
             .store(Arc::new(self.upstreams.clone()));
@@ -153,6 +155,19 @@ impl Runtime {
                     self.listeners.clone(),
                     self.upstreams.clone(),
                 )));
+        }
+        // The sockets of removed and moved listeners close once their workers have taken what
+        // was queued (without waiting for room): wait for that, briefly, so that when the reload
+        // answers, those addresses refuse new connections.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        for c in &closing {
+            if tokio::time::timeout_at(deadline, c.cancelled())
+                .await
+                .is_err()
+            {
+                tracing::warn!("reload: some stopped listeners' sockets are still closing");
+                break;
+            }
         }
         tracing::info!(%summary, "configuration reloaded");
         Ok(summary)
@@ -331,13 +346,13 @@ impl Runtime {
 
     /// Applies the listener plans: new sockets start, kept and changed listeners get their new
     /// route (and backlog, options, worker count) on their sockets, then replaced and removed
-    /// ones stop.
+    /// ones stop. Returns what is cancelled once the stopped ones' sockets have closed.
     fn apply_listeners(
         &mut self,
         new: &Config,
         plans: Vec<ListenerPlan>,
         summary: &mut ReloadSummary,
-    ) {
+    ) -> Vec<CancellationToken> {
         let mut old: Vec<Option<(Arc<Listener>, Running)>> = std::mem::take(&mut self.listeners)
             .into_iter()
             .zip(std::mem::take(&mut self.running))
@@ -408,18 +423,22 @@ impl Runtime {
             }
         }
         // Replaced and removed listeners stop only now: their successors already accept.
+        let mut closing = Vec::new();
         for (l, r) in retired {
             r.stop.cancel();
+            closing.extend(r.workers.iter().map(|w| w.closed.clone()));
             drop(r);
             drop(l);
         }
         for (l, r) in old.into_iter().flatten() {
             r.stop.cancel();
+            closing.extend(r.workers.iter().map(|w| w.closed.clone()));
             tracing::info!(listener = %l.config.name, addr = %l.local_addr,
                 active = l.stats.active.load(std::sync::atomic::Ordering::Relaxed),
                 "reload: stopped accepting; established connections go on");
             summary.listeners_stopped.push(l.config.name.clone());
         }
+        closing
     }
 
     /// Publishes listener version `l` and its upstream (by name, from the current ones) to the
