@@ -92,8 +92,12 @@ pub async fn serve(
             Err(e) => {
                 server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
                 server.passive_failure();
-                tracing::warn!(listener = %lcfg.name, upstream = %ucfg.name, server = %addr,
-                    %peer, error = %e, "connect to server failed; trying another");
+                if let Some(failures) = server.stats.connect_log.tick() {
+                    tracing::warn!(listener = %lcfg.name, upstream = %ucfg.name, server = %addr,
+                        %peer, error = %e, failures,
+                        "connect to server failed; trying another ({failures} such failures since \
+                         the last line, at most one line a second per server)");
+                }
                 continue;
             }
         };

@@ -59,6 +59,11 @@ pub struct ServerStats {
     pub bytes_to_server: AtomicU64,
     /// Bytes relayed from this server to clients.
     pub bytes_from_server: AtomicU64,
+    /// Limits the "connect to server failed" warning to one line a second per server (with the
+    /// count since the last one): a dead server under load would otherwise log every request.
+    pub connect_log: crate::listener::refusals::LogEvery,
+    /// The same for "server failed the request" / a relay the server broke.
+    pub error_log: crate::listener::refusals::LogEvery,
 }
 
 /// One member of an upstream group (or its sorry server).

@@ -581,9 +581,12 @@ async fn forward(
                         .connect_errors
                         .fetch_add(1, Ordering::Relaxed);
                     guard.server().passive_failure();
-                    tracing::warn!(listener = %listener.config.name, upstream = %ucfg.name,
-                        server = %guard.server().address(), error = %e,
-                        "connect to server failed; trying another");
+                    if let Some(failures) = guard.server().stats.connect_log.tick() {
+                        tracing::warn!(listener = %listener.config.name, upstream = %ucfg.name,
+                            server = %guard.server().address(), error = %e, failures,
+                            "connect to server failed; trying another ({failures} such failures \
+                             since the last line, at most one line a second per server)");
+                    }
                     continue;
                 }
             },
@@ -801,8 +804,12 @@ async fn send(
             server.stats.errors.fetch_add(1, Ordering::Relaxed);
             server.passive_failure();
             listener.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(listener = %listener.config.name, server = %server.address(), error = %e,
-                "server failed the request");
+            if let Some(failures) = server.stats.error_log.tick() {
+                tracing::warn!(listener = %listener.config.name, server = %server.address(),
+                    error = %e, failures,
+                    "server failed the request ({failures} since the last line, at most one line \
+                     a second per server)");
+            }
             Err(Failed {
                 reason: RetryOn::Error,
                 answer: error(StatusCode::BAD_GATEWAY, "the server failed to answer"),
@@ -815,8 +822,12 @@ async fn send(
                 .stats
                 .gateway_timeout
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(listener = %listener.config.name, server = %server.address(),
-                timeout = ?ucfg.http.response_timeout, "server did not answer in time");
+            if let Some(failures) = server.stats.error_log.tick() {
+                tracing::warn!(listener = %listener.config.name, server = %server.address(),
+                    timeout = ?ucfg.http.response_timeout, failures,
+                    "server did not answer in time ({failures} failed requests since the last \
+                     line, at most one line a second per server)");
+            }
             Err(Failed {
                 reason: RetryOn::Timeout,
                 answer: error(

@@ -238,8 +238,12 @@ impl Worker {
                         return None;
                     }
                     server.passive_failure();
-                    tracing::warn!(listener = %listener.config.name, server = %server.address(),
-                        error = %e, "cannot connect a udp socket to the server; trying another");
+                    if let Some(failures) = server.stats.connect_log.tick() {
+                        tracing::warn!(listener = %listener.config.name, server = %server.address(),
+                            error = %e, failures,
+                            "cannot connect a udp socket to the server; trying another ({failures} \
+                             since the last line, at most one line a second per server)");
+                    }
                     continue;
                 }
             };
