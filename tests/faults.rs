@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use ballast::runtime::Runtime;
 use common::killable::{time_until, Client, Killable, Kind};
+use common::netns::{in_ns, sh};
 use common::{start, PATIENCE};
 use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -105,18 +106,6 @@ fn can_run(what: &str, root: bool, python: bool) -> bool {
     );
     eprintln!("\n*** SKIPPED: fault test {what}: {why} ***\n");
     false
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run command");
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 // === client loops ===
@@ -464,18 +453,6 @@ impl Drop for Netns {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
-}
-
-/// Runs `f` on a thread that has entered network namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || {
-        let fd = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("netns thread")
 }
 
 // === network partition ===

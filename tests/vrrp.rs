@@ -16,6 +16,8 @@
 //! `keepalived`. Without them the tests are skipped with a loud message; with `CI=true` a skip
 //! is a failure.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -27,6 +29,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ballast::vrrp::addr::Netlink;
+use common::netns::{in_ns, sh};
 
 /// The tests run one at a time: their timings need the CPU.
 static LOCK: Mutex<()> = Mutex::new(());
@@ -67,30 +70,6 @@ fn can_run(need_keepalived: bool) -> bool {
     );
     eprintln!("\n*** SKIPPED: VRRP namespace test: {why} ***\n");
     false
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run command");
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Runs `f` on a thread that has entered network namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || {
-        let fd = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("netns thread")
 }
 
 /// What runs on a router node.

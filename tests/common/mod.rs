@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 pub mod http_backend;
 pub mod killable;
+pub mod netns;
 
 /// Upper bound for any single wait in a test.
 pub const PATIENCE: Duration = Duration::from_secs(10);
