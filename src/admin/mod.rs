@@ -105,13 +105,8 @@ pub struct Services {
 }
 
 impl Services {
-    /// The view of a configuration's listeners and upstreams. (The configuration itself is
-    /// not needed any more; the parameter stays so callers need not change.)
-    pub fn new(
-        _config: &Config,
-        listeners: Vec<Arc<Listener>>,
-        upstreams: Vec<Arc<Upstream>>,
-    ) -> Services {
+    /// The view of the running listeners and upstreams.
+    pub fn new(listeners: Vec<Arc<Listener>>, upstreams: Vec<Arc<Upstream>>) -> Services {
         Services {
             listeners,
             upstreams,
@@ -540,7 +535,7 @@ pub async fn start_for(
         return Ok(None);
     };
     let (tx, rx) = mpsc::channel(4);
-    let services = Services::new(config, listeners.to_vec(), upstreams.to_vec());
+    let services = Services::new(listeners.to_vec(), upstreams.to_vec());
     let server = spawn(
         admin,
         services,

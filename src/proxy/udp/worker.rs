@@ -230,7 +230,7 @@ impl Worker {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
                     server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                    if is_local_shortage(&e) {
+                    if crate::proxy::is_local_shortage(&e) {
                         // Out of file descriptors or memory: not the server's fault.
                         self.stats.drop_send_error.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(listener = %listener.config.name, error = %e,
@@ -318,14 +318,6 @@ fn refused(server: &Server, stats: &UdpStats) {
     stats.refused.fetch_add(1, Ordering::Relaxed);
     server.passive_failure();
     tracing::debug!(server = %server.address(), "udp server port unreachable");
-}
-
-/// EMFILE, ENFILE, ENOBUFS, ENOMEM: this host is short of something, the server is fine.
-fn is_local_shortage(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM)
-    )
 }
 
 /// A non-blocking UDP socket `connect()`ed to `server` (the kernel picks the local port).

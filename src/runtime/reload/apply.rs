@@ -151,7 +151,6 @@ impl Runtime {
                 .shared
                 .services
                 .store(Arc::new(crate::admin::Services::new(
-                    &self.config,
                     self.listeners.clone(),
                     self.upstreams.clone(),
                 )));
